@@ -1,0 +1,1 @@
+"""Datasets in official layouts, class-disjoint splits, m-per-class sampling and transforms."""

@@ -1,0 +1,51 @@
+"""A class-per-folder tree: ``root/<class_name>/**/<image>``, for user datasets.
+
+Classes are the sub-folders sorted by name (hidden ones skipped); images are the files with an
+extension torchvision's ``ImageFolder`` accepts, searched recursively. The first
+``n_classes // 2`` classes train (an odd count gives test the extra class), or the first
+``train_classes``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from daalml.data.records import DatasetSplits, ImageRecord
+from daalml.data.splits import class_disjoint_split
+from daalml.errors import DaalmlError
+
+LAYOUT = "folder"
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """All image files below ``folder``, sorted for a reproducible order."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMG_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+
+
+def load_folder(root: Path, *, train_classes: int | None = None) -> DatasetSplits:
+    """Load a class-per-folder tree with a class-disjoint split by sorted class name."""
+    if not root.is_dir():
+        raise DaalmlError(f"{LAYOUT} layout expected at {root}: not a directory")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DaalmlError(
+            f"{LAYOUT} layout at {root}: found {len(classes)} class folders, need at least 2"
+        )
+    records: list[ImageRecord] = []
+    for label, name in enumerate(classes):
+        images = _images_in(root / name)
+        if not images:
+            raise DaalmlError(
+                f"{LAYOUT} layout at {root}: class folder {name!r} has no images "
+                f"({', '.join(IMG_EXTENSIONS)})"
+            )
+        records.extend(ImageRecord(image, label, name) for image in images)
+    cut = len(classes) // 2 if train_classes is None else train_classes
+    train, test = class_disjoint_split(records, cut, context=f"{LAYOUT} layout at {root}")
+    return DatasetSplits(name="folder", root=root, train=train, test=test)

@@ -1,0 +1,296 @@
+"""DAALLoss against the loop-by-loop reference, Proxy-Anchor, gradcheck and its semantics."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from pytorch_metric_learning.losses import ProxyAnchorLoss
+
+from daalml import DAALLoss
+from tests.losses.reference_daal import reference_loss, reference_update
+
+HYPER = dict(alpha=16.0, delta=0.1, delta_min=0.02, delta_max=0.25, lambda_daal=0.7, gamma_len=0.8)
+
+
+def _state(loss: DAALLoss) -> tuple[list[float], list[float], list[bool], list[bool]]:
+    return (
+        loss.sigma_perp.tolist(),
+        loss.sigma_par.tolist(),
+        loss.seen.tolist(),
+        loss.seen_par.tolist(),
+    )
+
+
+def _random_case(seed: int, num_classes: int, batch: int, dim: int, present: int):
+    gen = torch.Generator().manual_seed(seed)
+    classes = torch.randperm(num_classes, generator=gen)[:present]
+    labels = classes[torch.randint(0, present, (batch,), generator=gen)]
+    embeddings = torch.randn(batch, dim, generator=gen, dtype=torch.float64)
+    return embeddings, labels
+
+
+CASES = list(
+    itertools.product(
+        ["segment", "line", "point"],  # segment mode
+        [0.0, 0.5, 1.3],  # kappa
+        [0.0, 0.3],  # lambda_len
+        [True, False],  # normalize
+    )
+)
+
+
+@pytest.mark.parametrize(("segment", "kappa", "lambda_len", "normalize"), CASES)
+def test_matches_reference_value_and_gradient_over_steps(segment, kappa, lambda_len, normalize):
+    """Three training steps: loss value, gradients and statistics equal the reference."""
+    seed = hash((segment, kappa, lambda_len, normalize)) % 1000
+    torch.manual_seed(seed)
+    num_classes, dim = 7, 5
+    loss_fn = DAALLoss(
+        num_classes,
+        dim,
+        kappa=kappa,
+        lambda_len=lambda_len,
+        normalize=normalize,
+        segment=segment,
+        momentum=0.8,
+        **HYPER,
+    ).double()
+    with torch.no_grad():  # spread the vertices so that clamping at both ends happens
+        loss_fn.vertices[:, 1] += 0.8 * torch.randn(num_classes, dim, dtype=torch.float64)
+    state = _state(loss_fn)
+    # batch 0: a subset of classes (others unseen); later batches: different subsets, singletons
+    for step, present in enumerate([3, 5, 6]):
+        x, y = _random_case(seed + step, num_classes, batch=11, dim=dim, present=present)
+        x_fast = x.clone().requires_grad_()
+        x_ref = x.clone().requires_grad_()
+        vertices_ref = loss_fn.vertices.detach().clone().requires_grad_()
+        loss_fn.zero_grad()
+        fast = loss_fn(x_fast, y)
+        fast.backward()
+        ref = reference_loss(
+            x_ref,
+            y.tolist(),
+            vertices_ref,
+            *state,
+            kappa=kappa,
+            lambda_len=lambda_len,
+            normalize=normalize,
+            segment=segment,
+            **HYPER,
+        )
+        ref.backward()
+        torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(loss_fn.vertices.grad, vertices_ref.grad, rtol=1e-8, atol=1e-10)
+        reference_update(
+            x, y.tolist(), vertices_ref.detach(), *state,
+            momentum=0.8, normalize=normalize, segment=segment,
+        )  # fmt: skip
+        assert loss_fn.seen.tolist() == state[2]
+        assert loss_fn.seen_par.tolist() == state[3]
+        torch.testing.assert_close(loss_fn.sigma_perp, torch.tensor(state[0], dtype=torch.float64))
+        torch.testing.assert_close(loss_fn.sigma_par, torch.tensor(state[1], dtype=torch.float64))
+        with torch.no_grad():  # move the vertices as an optimiser would
+            loss_fn.vertices -= 0.05 * loss_fn.vertices.grad
+
+
+def test_point_mode_gives_second_vertex_no_gradient():
+    loss_fn = DAALLoss(4, 3, segment="point").double()
+    x, y = _random_case(0, 4, 8, 3, 4)
+    loss_fn(x, y).backward()
+    assert torch.count_nonzero(loss_fn.vertices.grad[:, 1]) == 0
+    assert torch.count_nonzero(loss_fn.vertices.grad[:, 0]) > 0
+    assert torch.count_nonzero(loss_fn.sigma_par) == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("margin", [0.1, 0.2])
+def test_degenerate_case_is_exactly_proxy_anchor(seed, margin):
+    torch.manual_seed(seed)
+    num_classes, dim, batch = 9, 12, 24
+    daal = DAALLoss(
+        num_classes, dim, alpha=32.0, delta=margin, kappa=0.0, lambda_len=0.0, lambda_daal=1.0
+    ).double()
+    with torch.no_grad():
+        daal.vertices[:, 1] = daal.vertices[:, 0]
+    proxy_anchor = ProxyAnchorLoss(num_classes, dim, margin=margin, alpha=32.0).double()
+    with torch.no_grad():
+        proxy_anchor.proxies.copy_(daal.vertices[:, 0])
+    for step in range(3):  # statistics change between steps; kappa=0 keeps margins fixed
+        x, y = _random_case(seed * 10 + step, num_classes, batch, dim, present=6)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        daal.zero_grad()
+        proxy_anchor.zero_grad()
+        ours, theirs = daal(x1, y), proxy_anchor(x2, y)
+        ours.backward()
+        theirs.backward()
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-8, atol=1e-12)
+        torch.testing.assert_close(daal.vertices.grad[:, 0], proxy_anchor.proxies.grad)
+        torch.testing.assert_close(daal.vertices.grad[:, 1], torch.zeros_like(x[:num_classes]))
+
+
+@pytest.mark.parametrize("segment", ["segment", "line", "point"])
+def test_gradcheck_float64(segment):
+    torch.manual_seed(3)
+    loss_fn = DAALLoss(5, 4, segment=segment, alpha=4.0).double()
+    x, y = _random_case(1, 5, 10, 4, 4)
+    loss_fn.train()
+    loss_fn(x, y)  # fill statistics so that margins and the elastic term are active
+    loss_fn.eval()  # gradcheck evaluates many times: statistics must not move
+    with torch.no_grad():
+        loss_fn.vertices[:, 1] += 0.5 * torch.randn(5, 4, dtype=torch.float64)
+
+    def as_function(embeddings: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(loss_fn, {"vertices": vertices}, (embeddings, y))
+
+    vertices = loss_fn.vertices.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(as_function, (x.clone().requires_grad_(), vertices))
+
+
+def test_statistics_first_sight_copies_then_ema_and_eval_freezes():
+    torch.manual_seed(0)
+    loss_fn = DAALLoss(3, 4, momentum=0.9).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1, 2])
+    loss_fn(x, y)
+    first = loss_fn.segment_distances(x)
+    expected0 = first[:2, 0].pow(2).mean().sqrt()
+    torch.testing.assert_close(loss_fn.sigma_perp[0], expected0)
+    assert loss_fn.seen.all()
+    assert loss_fn.seen_par.tolist() == [True, True, False]  # class 2 had one sample
+    x2 = torch.randn(6, 4, dtype=torch.float64)
+    loss_fn(x2, y)
+    batch0 = loss_fn.segment_distances(x2)[:2, 0].pow(2).mean().sqrt()
+    torch.testing.assert_close(loss_fn.sigma_perp[0], 0.9 * expected0 + 0.1 * batch0)
+
+    loss_fn.eval()
+    before = {k: v.clone() for k, v in loss_fn.state_dict().items()}
+    loss_fn(torch.randn(6, 4, dtype=torch.float64), y)
+    for key, value in loss_fn.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_loss_uses_statistics_from_before_the_batch():
+    torch.manual_seed(1)
+    trained = DAALLoss(4, 6, kappa=1.0).double()
+    frozen = DAALLoss(4, 6, kappa=1.0).double()
+    frozen.load_state_dict(trained.state_dict())
+    x, y = _random_case(0, 4, 12, 6, 4)
+    trained(x, y)
+    frozen(x, y)  # both saw one batch: identical statistics now
+    x2, y2 = _random_case(1, 4, 12, 6, 4)
+    frozen.eval()
+    torch.testing.assert_close(trained(x2, y2), frozen(x2, y2))
+    assert not torch.equal(trained.sigma_perp, frozen.sigma_perp)
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(2)
+    loss_fn = DAALLoss(5, 3)
+    x, y = _random_case(0, 5, 10, 3, 5)
+    loss_fn(x.float(), y)
+    state = loss_fn.state_dict()
+    assert {"vertices", "sigma_perp", "sigma_par", "seen", "seen_par"} <= set(state)
+    fresh = DAALLoss(5, 3)
+    fresh.load_state_dict(state)
+    fresh.eval()
+    loss_fn.eval()
+    torch.testing.assert_close(fresh.margins(), loss_fn.margins())
+    torch.testing.assert_close(fresh(x.float(), y), loss_fn(x.float(), y))
+
+
+def test_margins_follow_density():
+    loss_fn = DAALLoss(4, 3, delta=0.1, kappa=0.5, delta_min=0.0, delta_max=0.3)
+    with torch.no_grad():
+        loss_fn.sigma_perp.copy_(torch.tensor([0.1, 0.4, 0.01, 0.0]))
+        loss_fn.seen.copy_(torch.tensor([True, True, True, False]))
+    sigma_bar = (0.1 + 0.4 + 0.01) / 3
+    expected = torch.tensor(
+        [0.1 * (sigma_bar / 0.1) ** 0.5, 0.1 * (sigma_bar / 0.4) ** 0.5, 0.3, 0.1]
+    )
+    torch.testing.assert_close(loss_fn.margins(), expected)
+    loss_fn.kappa = 0.0
+    torch.testing.assert_close(loss_fn.margins(), torch.full((4,), 0.1))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_low_precision_is_finite(dtype):
+    torch.manual_seed(0)
+    loss_fn = DAALLoss(50, 32)
+    head = torch.nn.Linear(16, 32)
+    x = torch.randn(40, 16)
+    y = torch.randint(0, 50, (40,))
+    with torch.autocast("cpu", dtype=dtype):
+        embeddings = head(x)
+        assert embeddings.dtype == dtype
+        loss = loss_fn(embeddings, y)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(loss_fn.vertices.grad).all()
+    assert torch.isfinite(head.weight.grad).all()
+    reference = loss_fn(head(x), y)
+    assert abs(loss.item() - reference.item()) < 0.05 * abs(reference.item())
+
+
+def test_float32_close_to_float64():
+    torch.manual_seed(0)
+    loss_fn = DAALLoss(20, 16)
+    x, y = _random_case(0, 20, 30, 16, 10)
+    loss_fn(x.float(), y)  # fill statistics, then compare both precisions on the same state
+    loss_fn.eval()
+    single = loss_fn(x.float(), y)
+    double = loss_fn.double()(x, y)
+    assert abs(single.item() - double.item()) < 1e-5 * abs(double.item())
+
+
+def test_input_validation_names_the_problem():
+    loss_fn = DAALLoss(4, 3)
+    with pytest.raises(ValueError, match=r"label 4 is outside \[0, 4\)"):
+        loss_fn(torch.randn(2, 3), torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"label -1"):
+        loss_fn(torch.randn(2, 3), torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match=r"shape \(B, 3\), got \(2, 5\)"):
+        loss_fn(torch.randn(2, 5), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\).*got \(3,\)"):
+        loss_fn(torch.randn(2, 3), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="integers"):
+        loss_fn(torch.randn(2, 3), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="empty"):
+        loss_fn(torch.randn(0, 3), torch.tensor([], dtype=torch.long))
+    with pytest.raises(ValueError, match="segment must be one of"):
+        DAALLoss(4, 3, segment="curve")
+    with pytest.raises(ValueError, match="init must be one of"):
+        DAALLoss(4, 3, init="zeros")
+
+
+def test_data_init_places_segments_on_principal_axes():
+    torch.manual_seed(0)
+    dim, per_class = 8, 40
+    axes = torch.linalg.qr(torch.randn(dim, dim))[0]
+    centres = torch.eye(dim)[:3] * 3.0
+    xs, ys = [], []
+    for c in range(3):
+        coord = torch.linspace(-1, 1, per_class).unsqueeze(1)
+        xs.append(centres[c] + coord * axes[c] + 0.01 * torch.randn(per_class, dim))
+        ys.append(torch.full((per_class,), c))
+    x, y = torch.cat(xs), torch.cat(ys)
+    loss_fn = DAALLoss(4, dim, normalize=False, init="data", gamma_len=1.0)
+    untouched = loss_fn.vertices[3].detach().clone()
+    loss_fn.initialize_from_embeddings(x, y)
+    for c in range(3):
+        a, b = loss_fn.vertices[c].detach()
+        direction = (b - a) / (b - a).norm()
+        assert abs(float(direction @ axes[c])) > 0.99
+        torch.testing.assert_close((a + b) / 2, xs[c].mean(0), atol=1e-5, rtol=0)
+        spread = (xs[c] @ axes[c]).std()
+        torch.testing.assert_close((b - a).norm() / 2, spread, rtol=0.02, atol=0)
+        torch.testing.assert_close(loss_fn.sigma_par[c], (b - a).norm() / 2, rtol=0.02, atol=0)
+    assert torch.equal(loss_fn.vertices[3].detach(), untouched)
+    assert loss_fn.seen.tolist() == [True, True, True, False]
+    for c in range(3):  # statistics filled from the same pass
+        rms = loss_fn.segment_distances(xs[c])[:, c].pow(2).mean().sqrt()
+        torch.testing.assert_close(loss_fn.sigma_perp[c], rms)
