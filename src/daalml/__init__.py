@@ -5,7 +5,6 @@ from __future__ import annotations
 from daalml.errors import DaalmlError
 from daalml.losses.daal import DAALLoss
 
-
 __version__ = "0.1.0"
 
 __all__ = ["DAALLoss", "DaalmlError", "__version__"]

@@ -3,5 +3,5 @@
 from __future__ import annotations
 
 
-class DaalmlError(Exception):
+class DaalmlError(ValueError):
     """A problem with the user's input (file, path, config key, checkpoint), named in the message."""

@@ -8,6 +8,7 @@ extension torchvision's ``ImageFolder`` accepts, searched recursively. The first
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -32,20 +33,23 @@ def load_folder(root: Path, *, train_classes: int | None = None) -> DatasetSplit
     """Load a class-per-folder tree with a class-disjoint split by sorted class name."""
     if not root.is_dir():
         raise DaalmlError(f"{LAYOUT} layout expected at {root}: not a directory")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = {name: _images_in(root / name) for name in folders}
+    empty = [name for name, images in found.items() if not images]
+    if empty:  # e.g. a metadata folder beside the class folders: not a class
+        warnings.warn(
+            f"{LAYOUT} layout at {root}: ignoring folders without images "
+            f"({', '.join(IMG_EXTENSIONS)}): {', '.join(empty)}",
+            stacklevel=2,
+        )
+    classes = [name for name in folders if found[name]]
     if len(classes) < 2:
         raise DaalmlError(
             f"{LAYOUT} layout at {root}: found {len(classes)} class folders, need at least 2"
         )
     records: list[ImageRecord] = []
     for label, name in enumerate(classes):
-        images = _images_in(root / name)
-        if not images:
-            raise DaalmlError(
-                f"{LAYOUT} layout at {root}: class folder {name!r} has no images "
-                f"({', '.join(IMG_EXTENSIONS)})"
-            )
-        records.extend(ImageRecord(image, label, name) for image in images)
+        records.extend(ImageRecord(image, label, name) for image in found[name])
     cut = len(classes) // 2 if train_classes is None else train_classes
     train, test = class_disjoint_split(records, cut, context=f"{LAYOUT} layout at {root}")
     return DatasetSplits(name="folder", root=root, train=train, test=test)

@@ -1,0 +1,107 @@
+"""The `daalml` command line: a thin shell over daalml.engine functions.
+
+User errors (DaalmlError) are printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from daalml.errors import DaalmlError
+
+app = typer.Typer(
+    help="Deep metric learning with DAAL, the Density-Aware Adaptive Line Margin loss.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+T = TypeVar("T")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key, e.g. --set train.lr=1e-3 (repeatable)."),
+]
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run ``action``; a DaalmlError becomes one line on stderr and exit code 2."""
+    try:
+        return action()
+    except DaalmlError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: the last checkpoint was saved; rerun with --resume")
+        raise typer.Exit(code=130) from None
+
+
+def metrics_table(rows: dict[str, dict[str, Any]], title: str = "") -> Table:
+    """A rich table: one row per method, one column per retrieval metric."""
+    keys = [k for k in next(iter(rows.values())) if isinstance(next(iter(rows.values()))[k], float)]
+    table = Table(title=title or None)
+    table.add_column("model")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, metrics in rows.items():
+        table.add_row(name, *(f"{100 * metrics[k]:.2f}" for k in keys))
+    return table
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: SetOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Run directory (default runs/<config>).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from last.ckpt.")] = False,
+) -> None:
+    """Train an embedding model; writes config.yaml, metrics.json, checkpoints/ and logs/."""
+    from daalml.config import load_config
+    from daalml.engine.run import train as run_train
+
+    def action() -> dict[str, Any]:
+        cfg = load_config(config, set_ or ())
+        out = output or Path("runs") / config.stem
+        return run_train(cfg, out, resume=resume)
+
+    results = _guard(action)
+    if results:
+        out = output or Path("runs") / config.stem
+        rows = {"pretrained": results["pretrained"], "trained": results}
+        Console(width=120).print(
+            metrics_table(rows, title=f"test metrics (%) -> {out / 'metrics.json'}")
+        )
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by daalml train.")],
+    set_: SetOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write metrics.json here.")
+    ] = None,
+) -> None:
+    """Re-evaluate a checkpoint on its config's test split and print (and write) the metrics."""
+    from daalml.engine.run import evaluate as run_evaluate
+
+    results = _guard(lambda: run_evaluate(checkpoint, set_ or (), output))
+    print(json.dumps(results, indent=2))
+
+
+def main() -> None:
+    """Entry point of the `daalml` script."""
+    app(prog_name="daalml")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tests for daalml.models and the feature cache."""
