@@ -19,14 +19,17 @@ from pytorch_metric_learning.losses import ProxyAnchorLoss
 from daalml import DAALLoss
 
 
-def median_ms(step: Callable[[], None], repeats: int) -> float:
-    step()  # warm-up
-    times = []
+def interleaved_median_ms(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median wall time of each step, the steps taking turns so that machine load hits all alike."""
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def loss_step(loss_fn: torch.nn.Module, embeddings: torch.Tensor, labels: torch.Tensor):
@@ -67,11 +70,15 @@ def main() -> None:
             daal = DAALLoss(classes, args.dim)
             proxy_anchor = ProxyAnchorLoss(classes, args.dim, margin=0.1, alpha=32)
             repeats = max(3, args.repeats if classes <= 1000 else args.repeats // 2)
-            pa_ms = median_ms(loss_step(proxy_anchor, embeddings, labels), repeats)
-            daal_ms = median_ms(loss_step(daal, embeddings, labels), repeats)
-            raw_ms = median_ms(
-                products_step(embeddings, torch.randn(2 * classes, args.dim)), repeats
+            ms = interleaved_median_ms(
+                {
+                    "pa": loss_step(proxy_anchor, embeddings, labels),
+                    "daal": loss_step(daal, embeddings, labels),
+                    "raw": products_step(embeddings, torch.randn(2 * classes, args.dim)),
+                },
+                repeats,
             )
+            pa_ms, daal_ms, raw_ms = ms["pa"], ms["daal"], ms["raw"]
             print(
                 f"| {batch} | {classes} | {pa_ms:.1f} | {daal_ms:.1f} | {daal_ms / pa_ms:.2f} "
                 f"| {raw_ms:.1f} |"

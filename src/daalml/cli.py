@@ -105,3 +105,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+import daalml.commands.benchmark  # noqa: E402  (registers its commands)
+import daalml.commands.demo  # noqa: E402,F401  (registers its commands)
+from daalml.commands import retrieval, viz  # noqa: E402,F401  (registers their commands)

@@ -62,6 +62,7 @@ class DataConfig:
     strict: bool = False
     glyph_samples_per_font: int = 2
     glyph_image_size: int = 32
+    glyph_max_classes: int | None = None  # glyphs only: keep the first N characters (quick runs)
     font_files: list[str] = field(default_factory=list)
 
 
@@ -398,6 +399,8 @@ def _validate(cfg: Config, source: str) -> None:
     _at_least(source, "data.num_workers", d.num_workers, 0)
     _at_least(source, "data.glyph_samples_per_font", d.glyph_samples_per_font, 1)
     _at_least(source, "data.glyph_image_size", d.glyph_image_size, 1)
+    if d.glyph_max_classes is not None:
+        _at_least(source, "data.glyph_max_classes", d.glyph_max_classes, 4)
 
     if m.backbone.startswith("timm:"):
         _need(len(m.backbone) > 5, source, "model.backbone: 'timm:' needs a model name after it")

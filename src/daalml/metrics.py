@@ -95,7 +95,7 @@ def _iter_knn(
         if exclude_self:
             rows = torch.arange(sim.shape[0], device=sim.device)
             sim[rows, rows + start] = float("-inf")
-        scores, indices = torch.topk(sim, k, dim=1, largest=True, sorted=True)
+        scores, indices = torch.topk(sim, k, dim=1, largest=True, sorted=False)
         del sim
         by_index = torch.argsort(indices, dim=1)
         scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
@@ -116,8 +116,8 @@ def knn(
     Inputs are L2-normalised here. With ``exclude_self`` the query set must be the gallery
     (row i of both is the same sample) and each query's own index is excluded, so exact
     duplicates of a query still count as neighbours. Returns float32 ``scores`` and int64
-    ``indices`` of shape (n_query, min(k, available)), best first, ties by lower gallery
-    index, on the query's device.
+    ``indices`` of shape (n_query, min(k, available)), best first, equal scores among the
+    returned ones by lower gallery index, on the query's device.
     """
     q = F.normalize(_as_embeddings(query, "query"), dim=1)
     g = F.normalize(_as_embeddings(gallery, "gallery"), dim=1).to(q.device)

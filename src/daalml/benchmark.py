@@ -1,0 +1,174 @@
+"""`daalml benchmark`: every loss on the same data, model, sampler, optimiser and budget, with seeds.
+
+Each (loss, seed) is an ordinary `daalml train` run in DIR/runs/<loss>/seed<k>; finished runs are
+reused on a rerun. The table is written as results.csv (one row per run, plus the `pretrained`
+backbone's own row per seed, as "A Metric Learning Reality Check" reports it) and results.md
+(mean +- std per loss), with a bar chart.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from daalml.config import Config, config_from_dict
+from daalml.errors import DaalmlError
+from daalml.losses.registry import loss_names
+
+METRIC_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision")
+TABLE_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r")
+PRETRAINED = "pretrained"
+
+
+def parse_losses(text: str) -> list[str]:
+    """`daal,proxy_anchor` -> names, checked against the registry (`all` = every name)."""
+    names = (
+        loss_names() if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    )
+    unknown = [n for n in names if n not in loss_names()]
+    if unknown:
+        raise DaalmlError(
+            f"--losses: unknown loss {', '.join(map(repr, unknown))}; valid: {', '.join(loss_names())}"
+        )
+    if not names:
+        raise DaalmlError("--losses: name at least one loss")
+    return names
+
+
+def run_config(base: Config, loss: str, seed: int) -> Config:
+    """The base config with one loss (at its registry defaults) and one seed."""
+    d = base.to_dict()
+    d["loss"] = {"name": loss, "lr_multiplier": base.loss.lr_multiplier}
+    d["train"]["seed"] = seed
+    return config_from_dict(d, source=f"benchmark {loss} seed {seed}")
+
+
+def run_benchmark(
+    base: Config,
+    losses: Sequence[str],
+    seeds: int,
+    output: str | Path,
+    *,
+    train_fn: Callable[..., dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train every (loss, seed) not already finished; write results.csv, results.md, results.png."""
+    if seeds < 1:
+        raise DaalmlError(f"--seeds must be at least 1, got {seeds}")
+    if base.loss.params:
+        warnings.warn(
+            "benchmark: ignoring loss parameters of the config "
+            f"({', '.join(base.loss.params)}); every loss runs at its registry defaults",
+            stacklevel=2,
+        )
+    if train_fn is None:
+        from daalml.engine.run import train as train_fn
+    out = Path(output)
+    rows: list[dict[str, Any]] = []
+    pretrained_by_seed: dict[int, dict[str, float]] = {}
+    for seed in range(seeds):
+        for loss in losses:
+            run_dir = out / "runs" / loss / f"seed{seed}"
+            metrics = _finished(run_dir)
+            if metrics is None:
+                metrics = train_fn(run_config(base, loss, seed), run_dir, progress=progress)
+            rows.append({"loss": loss, "seed": seed, **{k: metrics[k] for k in METRIC_COLUMNS}})
+            pretrained_by_seed.setdefault(seed, metrics[PRETRAINED])
+    for seed, metrics in sorted(pretrained_by_seed.items()):
+        rows.append({"loss": PRETRAINED, "seed": seed, **{k: metrics[k] for k in METRIC_COLUMNS}})
+    write_results(rows, out)
+    return rows
+
+
+def _finished(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    needed = set(METRIC_COLUMNS) | {PRETRAINED}
+    return metrics if needed <= set(metrics) else None
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """loss -> metric -> (mean, std) over seeds (std 0 for a single seed)."""
+    by_loss: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_loss.setdefault(row["loss"], []).append(row)
+    summary = {}
+    for loss, group in by_loss.items():
+        summary[loss] = {}
+        for key in METRIC_COLUMNS:
+            values = [float(r[key]) for r in group]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[loss][key] = (statistics.fmean(values), std)
+    return summary
+
+
+def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+    """Mean +- std (in %) per loss, sorted by recall@1, the best of each column in bold."""
+    order = sorted(summary, key=lambda loss: -summary[loss]["recall@1"][0])
+    best = {key: max(summary[loss][key][0] for loss in order) for key in TABLE_COLUMNS}
+    header = "| loss | " + " | ".join(TABLE_COLUMNS) + " |"
+    lines = [header, "|---|" + "---:|" * len(TABLE_COLUMNS)]
+    for loss in order:
+        cells = []
+        for key in TABLE_COLUMNS:
+            mean, std = summary[loss][key]
+            cell = f"{100 * mean:.2f} ± {100 * std:.2f}"
+            cells.append(f"**{cell}**" if math.isclose(mean, best[key]) else cell)
+        lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"Mean ± standard deviation over {seeds} seed(s), in %. `pretrained`: the backbone's"
+    )
+    lines.append("own features before any training.")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: Sequence[dict[str, Any]], output: Path) -> None:
+    """results.csv, results.md and results.png in ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["loss", "seed", *METRIC_COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(rows)
+    seeds = len({row["seed"] for row in rows})
+    (output / "results.md").write_text(markdown_table(summary, seeds))
+    _bar_chart(summary, output / "results.png")
+
+
+def _bar_chart(summary: dict[str, dict[str, tuple[float, float]]], path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:  # the chart is optional: the viz extra brings matplotlib
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = sorted(summary, key=lambda loss: -summary[loss]["recall@1"][0])
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.7 * len(order) + 4), 4.5))
+    for ax, key in zip(axes, ("recall@1", "map@r"), strict=True):
+        means = [100 * summary[loss][key][0] for loss in order]
+        stds = [100 * summary[loss][key][1] for loss in order]
+        colours = ["tab:red" if loss.startswith("daal") else "tab:grey" for loss in order]
+        colours = [
+            "tab:blue" if loss == PRETRAINED else c for loss, c in zip(order, colours, strict=True)
+        ]
+        ax.bar(range(len(order)), means, yerr=stds, capsize=3, color=colours)
+        ax.set_xticks(range(len(order)), order, rotation=60, ha="right")
+        ax.set_ylabel(f"{key} (%)")
+        low = min(m - s for m, s in zip(means, stds, strict=True))
+        ax.set_ylim(max(0, low - 5), min(100, max(means) + 5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
