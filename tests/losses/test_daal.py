@@ -294,3 +294,88 @@ def test_data_init_places_segments_on_principal_axes():
     for c in range(3):  # statistics filled from the same pass
         rms = loss_fn.segment_distances(xs[c])[:, c].pow(2).mean().sqrt()
         torch.testing.assert_close(loss_fn.sigma_perp[c], rms)
+
+
+def _elongated_classes(seed: int = 0):
+    """Unit-sphere classes stretched along known tangent axes; tight and diffuse ones alternate."""
+    gen = torch.Generator().manual_seed(seed)
+    dim, per_class, num_classes = 24, 60, 6
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))[0]
+    xs, ys, axes, thickness = [], [], [], []
+    for c in range(num_classes):
+        axis = basis[num_classes + c]
+        thick = 0.01 if c % 2 == 0 else 0.08
+        if c == num_classes - 1:  # two separated blobs along the axis
+            coord = torch.cat(
+                [torch.full((per_class // 2,), -0.3), torch.full((per_class // 2,), 0.3)]
+            )
+        else:
+            coord = (torch.rand(per_class, generator=gen, dtype=torch.float64) * 2 - 1) * 0.3
+        noise = thick * torch.randn(per_class, dim, generator=gen, dtype=torch.float64)
+        xs.append(torch.nn.functional.normalize(basis[c] + coord[:, None] * axis + noise, dim=1))
+        ys.append(torch.full((per_class,), c))
+        axes.append(axis)
+        thickness.append(thick)
+    return torch.cat(xs), torch.cat(ys), axes, thickness
+
+
+def test_elastic_segments_follow_their_classes():
+    """Data init puts segments on the principal axes; short vertex-only training keeps them
+    there while the elastic term sizes them towards gamma_len * sigma_par (from twice that),
+    and tight classes get larger margins than diffuse ones.
+
+    With embeddings held fixed the Proxy-Anchor structure slowly pushes vertices away from
+    other classes (see docs/daal-loss.md, "Known limits"), hence a short run and bounds that
+    leave room for that drift."""
+    x, y, axes, thickness = _elongated_classes()
+    loss_fn = DAALLoss(6, x.shape[1], init="data", gamma_len=0.8, lambda_len=5.0).double()
+    loss_fn.initialize_from_embeddings(x, y)
+    with torch.no_grad():  # stretch every segment to twice its length about its midpoint
+        mid = loss_fn.vertices.mean(dim=1, keepdim=True)
+        loss_fn.vertices.copy_(mid + 2.0 * (loss_fn.vertices - mid))
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(150):
+        batch = torch.randperm(x.shape[0], generator=gen)[:96]
+        optimizer.zero_grad()
+        loss_fn(x[batch], y[batch]).backward()
+        optimizer.step()
+    vertices = torch.nn.functional.normalize(loss_fn.vertices.detach(), dim=-1)
+    direction = vertices[:, 1] - vertices[:, 0]
+    for c, axis in enumerate(axes):
+        cosine = abs(float(direction[c] @ axis)) / float(direction[c].norm())
+        assert cosine > 0.8, (c, cosine)
+        half = float(direction[c].norm()) / 2  # started at twice the target
+        target = 0.8 * float(loss_fn.sigma_par[c])
+        assert 0.7 * target < half < 1.4 * target, (c, half, target)
+    margins = loss_fn.margins()
+    tight = [c for c, t in enumerate(thickness) if t < 0.05]
+    diffuse = [c for c, t in enumerate(thickness) if t >= 0.05]
+    assert margins[tight].min() > margins[diffuse].max()
+
+
+MEMORY_SCRIPT = """
+import resource, torch
+from daalml import DAALLoss
+torch.manual_seed(0)
+B, C, d = 512, 20000, 512
+loss_fn = DAALLoss(C, d)
+x = torch.randn(B, d, requires_grad=True)
+y = torch.randint(0, C, (B,))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loss_fn(x, y).backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024)
+"""
+
+
+def test_memory_stays_linear_in_batch_times_classes():
+    """B=512, C=20000, d=512 forward+backward: a (B, C, d) tensor alone would be 21 GB."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, check=True
+    )
+    peak_growth_mb = float(out.stdout.strip())
+    assert peak_growth_mb < 1500, peak_growth_mb
