@@ -98,13 +98,16 @@ def evaluate(
     print(json.dumps(results, indent=2))
 
 
+# Commands of daalml.commands register themselves on `app` when imported.
+from daalml.commands import benchmark, demo, retrieval, viz  # noqa: E402,F401
+
+
 def main() -> None:
     """Entry point of the `daalml` script."""
     app(prog_name="daalml")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-import daalml.commands.benchmark  # noqa: E402  (registers its commands)
-import daalml.commands.demo  # noqa: E402,F401  (registers its commands)
-from daalml.commands import retrieval, viz  # noqa: E402,F401  (registers their commands)
+if __name__ == "__main__":  # `python -m daalml.cli`: run the imported module, which has them all
+    from daalml.cli import main as package_main
+
+    sys.exit(package_main())

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
@@ -118,7 +119,9 @@ def _compute(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, disable=not progress, transient=True) as bar:
+    with Progress(
+        *columns, disable=not progress, transient=True, console=Console(stderr=True)
+    ) as bar:
         task = bar.add_task(f"features ({backbone.name})", total=len(loader))
         for images, batch_labels, *_ in loader:
             out = backbone(images.to(device, non_blocking=True))

@@ -524,9 +524,12 @@ def _build(
 def _progress_fonts(fonts: Sequence[GlyphFont], progress: bool) -> Iterable[GlyphFont]:
     if not progress:
         return fonts
+    from rich.console import Console
     from rich.progress import track
 
-    return track(fonts, description="Rendering glyphs", transient=True)
+    return track(
+        fonts, description="Rendering glyphs", transient=True, console=Console(stderr=True)
+    )
 
 
 _Sample = tuple[str, str, str, np.ndarray]  # (char, font stem, family, image)

@@ -54,9 +54,18 @@ def check_images(
     with ThreadPoolExecutor(thread_name_prefix="daalml-check") as pool:
         results: Iterator[str | None] = pool.map(_problem, [r.path for r in records])
         if progress:
+            from rich.console import Console
             from rich.progress import track
 
-            results = iter(track(results, total=len(records), description="Checking images"))
+            results = iter(
+                track(
+                    results,
+                    total=len(records),
+                    description="Checking images",
+                    transient=True,
+                    console=Console(stderr=True),  # stdout stays for results (e.g. --json)
+                )
+            )
         try:
             for record, problem in zip(records, results, strict=True):
                 if problem is None:

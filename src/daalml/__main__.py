@@ -1,0 +1,5 @@
+"""`python -m daalml` runs the command line."""
+
+from daalml.cli import main
+
+main()

@@ -1,0 +1,169 @@
+"""`daalml embed`, `index`, `search` and `export`: use a trained checkpoint on image files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daalml.cli import _guard, app
+from daalml.errors import DaalmlError
+
+Checkpoint = Annotated[Path, typer.Argument(help="A checkpoint written by `daalml train`.")]
+Images = Annotated[
+    Path,
+    typer.Argument(
+        help="A folder (class sub-folders or flat) or a list file (path[<tab>|,label] per line)."
+    ),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
+Device = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+]
+
+
+@app.command()
+def embed(
+    checkpoint: Checkpoint,
+    images: Images,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .npz file to write.")],
+    batch_size: BatchSize = 64,
+    device: Device = None,
+) -> None:
+    """Embed images: an .npz with embeddings, paths, and labels/class_names when known."""
+    from daalml.engine.run import load_module
+    from daalml.retrieval import embed_images, list_images, save_embeddings
+
+    def action() -> Path:
+        found = list_images(images)
+        module, _ = load_module(checkpoint)
+        vectors = embed_images(
+            module, found.paths, batch_size=batch_size, device=device, progress=True
+        )
+        return save_embeddings(output, vectors, found, checkpoint=checkpoint)
+
+    print(_guard(action))
+
+
+@app.command()
+def index(
+    checkpoint: Checkpoint,
+    images: Images,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Index directory to write.")],
+    kind: Annotated[
+        str,
+        typer.Option("--kind", help="flat (exact, default), ivf or hnsw (approximate, large)."),
+    ] = "flat",
+    batch_size: BatchSize = 64,
+    device: Device = None,
+) -> None:
+    """Embed a gallery and save a faiss index with its paths, labels and checkpoint."""
+    from daalml.engine.run import load_module
+    from daalml.retrieval import build_index, embed_images, list_images
+
+    def action() -> Path:
+        found = list_images(images)
+        module, _ = load_module(checkpoint)
+        vectors = embed_images(
+            module, found.paths, batch_size=batch_size, device=device, progress=True
+        )
+        built = build_index(
+            vectors,
+            found.paths,
+            kind=kind,
+            labels=found.labels,
+            class_names=found.class_names,
+            checkpoint=checkpoint,
+        )
+        return built.save(output)
+
+    print(_guard(action))
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="A directory written by `daalml index`.")],
+    queries: Annotated[list[Path], typer.Argument(help="Query image files.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="Results per query.")] = 8,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON: one query -> [{path, score}]; several -> a flat list of "
+            "{query, path, score}, by query then rank.",
+        ),
+    ] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Embed queries with this checkpoint, not the index's."),
+    ] = None,
+    device: Device = None,
+) -> None:
+    """Print the k most similar gallery images (cosine similarity) of each query image."""
+    from daalml.retrieval import RetrievalIndex
+
+    def action() -> list:
+        loaded = RetrievalIndex.load(index_dir)
+        for query in queries:
+            if not query.is_file():
+                raise DaalmlError(f"query image {query}: no such file")
+        module = None
+        if checkpoint is not None:
+            from daalml.engine.run import load_module
+
+            module, _ = load_module(checkpoint)
+        return loaded.search(list(queries), k, module=module, device=device)
+
+    results = _guard(action)
+    if as_json:
+        if len(queries) == 1:
+            payload: list = [{"path": h.path, "score": h.score} for h in results[0]]
+        else:
+            payload = [
+                {"query": str(q), "path": h.path, "score": h.score}
+                for q, hits in zip(queries, results, strict=True)
+                for h in hits
+            ]
+        print(json.dumps(payload, indent=1))
+        return
+    for query, hits in zip(queries, results, strict=True):
+        print(f"query: {query}")
+        for rank, hit in enumerate(hits, start=1):
+            name = f"  [{hit.class_name}]" if hit.class_name is not None else ""
+            print(f"{rank:4d}  {hit.score:.4f}  {hit.path}{name}")
+
+
+@app.command()
+def export(
+    checkpoint: Checkpoint,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Model file (default: beside the checkpoint)."),
+    ] = None,
+) -> None:
+    """Export backbone + head + L2 normalisation to ONNX or TorchScript (+ <output>.json)."""
+    from daalml.export import export_model
+
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    target = output if output is not None else checkpoint.with_suffix(suffix)
+    result = _guard(lambda: export_model(checkpoint, target, format=fmt))
+    print(result.path)
+    print(
+        f"input: {describe_input(result.metadata['preprocessing'])}; metadata in {result.sidecar}"
+    )
+
+
+def describe_input(prep: dict) -> str:
+    """One line: input shape and the preprocessing an exported model expects."""
+    size = prep["image_size"]
+    shape = f"(batch, {len(prep['mean'])}, {size}, {size}) float32"
+    if prep["resize"] is None:
+        geometry = f"{prep['mode']} image resized to {size}x{size}"
+    else:
+        geometry = (
+            f"{prep['mode']} image, short side resized to {prep['resize']}, centre crop {size}"
+        )
+    return f"{shape}: {geometry}, pixels / 255, then (x - {prep['mean']}) / {prep['std']}"

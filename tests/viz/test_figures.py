@@ -1,0 +1,175 @@
+"""`daalml visualize` and `daalml report` on the session's tiny trained run."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from daalml.cli import app
+from daalml.viz.figures import retrieval_rows
+from daalml.viz.run import Run, load_run
+from tests.viz.conftest import PALETTE, PER_CLASS, train_run
+
+runner = CliRunner()
+TEST_CLASSES = len(PALETTE) // 2
+
+
+def _chromium() -> str | None:
+    found = shutil.which("chromium")
+    return found or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+
+
+def _invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _fails(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        image.verify()
+        return image.size
+
+
+@pytest.fixture
+def run_copy(tmp_path: Path, daal_run: Path) -> Path:
+    """A private copy of the trained run, for commands that write into RUN_DIR."""
+    return Path(shutil.copytree(daal_run, tmp_path / "run"))
+
+
+@pytest.fixture(scope="module")
+def loaded(daal_run: Path) -> Run:
+    return load_run(daal_run)
+
+
+@pytest.mark.parametrize(
+    ("args", "size"),
+    [
+        (["--method", "tsne"], (1000, 800)),
+        (["--method", "pca"], (1000, 800)),
+        (["--kind", "segments"], (1000, 800)),
+        # 6 test classes -> 6 query rows of 1 + 5 thumbnails, 1.4 in each (+0.5 in title)
+        (["--kind", "retrieval"], (840, 890)),
+        (["--kind", "curves"], (1200, 450)),
+    ],
+)
+def test_visualize_writes_pictures(
+    tmp_path: Path, daal_run: Path, args: list[str], size: tuple[int, int]
+) -> None:
+    out = tmp_path / "picture.png"
+    printed = _invoke("visualize", str(daal_run), *args, "--output", str(out))
+    assert printed.strip().splitlines()[-1] == str(out)  # after the engine's progress bars
+    assert _size(out) == size
+
+
+def test_visualize_default_output_and_checkpoint_choice(run_copy: Path) -> None:
+    _invoke("visualize", str(run_copy), "--method", "pca")
+    assert _size(run_copy / "pca.png") == (1000, 800)
+    (run_copy / "checkpoints" / "best.ckpt").unlink()  # falls back to last.ckpt
+    _invoke("visualize", str(run_copy), "--kind", "segments")
+    assert (run_copy / "segments.png").is_file()
+    (run_copy / "checkpoints" / "last.ckpt").unlink()
+    assert "no checkpoints/best.ckpt or checkpoints/last.ckpt" in _fails("visualize", str(run_copy))
+
+
+def test_map_covers_the_unseen_test_classes(loaded: Run) -> None:
+    from daalml.viz.figures import map_figure
+
+    legend = map_figure(loaded, "pca").axes[0].get_legend()
+    names = [t.get_text() for t in legend.get_texts()]
+    assert names == [f"class_{c:02d}" for c in range(TEST_CLASSES, len(PALETTE))]
+
+
+def test_retrieval_rows_mark_correct_results(loaded: Run) -> None:
+    rows = retrieval_rows(loaded, n_queries=4, k=PER_CLASS + 1)
+    assert len(rows) == 4
+    for row in rows:
+        # leave-one-out: the other 3 images of the class first, then other classes
+        assert row.correct == [True] * (PER_CLASS - 1) + [False] * 2
+        assert row.scores == sorted(row.scores, reverse=True)
+        assert row.query.shape == (40, 40, 3)
+        assert row.caption.startswith("query: class_")
+
+
+def test_visualize_errors(tmp_path: Path, daal_run: Path) -> None:
+    assert "no such directory" in _fails("visualize", str(tmp_path / "nowhere"))
+    assert "--kind 'tsne' is unknown" in _fails("visualize", str(daal_run), "--kind", "tsne")
+    assert "--method 'mds' is unknown" in _fails("visualize", str(daal_run), "--method", "mds")
+    out = tmp_path / "c.png"
+    assert "logs/metrics.csv: no such file" in _fails(
+        "visualize", str(tmp_path), "--kind", "curves", "--output", str(out)
+    )
+
+
+def _embedded_pngs(page: str) -> list[tuple[int, int]]:
+    sizes = []
+    for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page):
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            sizes.append(image.size)
+    return sizes
+
+
+def test_report_is_one_self_contained_page(run_copy: Path) -> None:
+    printed = _invoke("report", str(run_copy), "--method", "pca")
+    path = run_copy / "report.html"
+    assert printed.strip().splitlines()[-1] == str(path)
+    page = path.read_text(encoding="utf-8")
+    assert page.count("<img ") == 4  # map, segments, retrieval grid, curves
+    assert _embedded_pngs(page) == [(1000, 800), (1000, 800), (840, 890), (1200, 450)]
+    assert "<td>pretrained</td>" in page and "<td>trained</td>" in page
+    assert "recall@1" in page and "selected_epoch" in page
+    assert "backbone: small_cnn" in page  # the config, as YAML
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+
+
+@pytest.mark.filterwarnings("ignore:Total length of .list. across ranks is zero")
+def test_report_of_a_non_daal_run(tmp_path: Path, colour_data: Path) -> None:
+    run = train_run(
+        tmp_path, colour_data, loss={"name": "proxy_anchor"}, train={"epochs": 1, "val_classes": 0}
+    )
+    assert "has no class segments" in _fails("visualize", str(run), "--kind", "segments")
+    (run / "logs" / "metrics.csv").unlink()
+    _invoke("report", str(run), "--method", "pca")
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "loss &#x27;proxy_anchor&#x27; has no segments" in page
+    assert "no logs/metrics.csv in this run" in page
+    assert page.count("<img ") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+def test_report_renders_in_headless_chromium(tmp_path: Path, run_copy: Path) -> None:
+    _invoke("report", str(run_copy))
+    shot = tmp_path / "shot.png"
+    command = [
+        str(_chromium()),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,3000",
+        (run_copy / "report.html").resolve().as_uri(),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as image:
+        assert image.size == (1200, 3000)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # text and pictures, not a blank page
