@@ -101,6 +101,10 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     # resuming gives what an uninterrupted 2-epoch run gives
     _train(str(cfg), "--output", str(tmp_path / "straight"), "--set", "train.epochs=2")
     assert _metrics(run) == _metrics(tmp_path / "straight")
+    resumed = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

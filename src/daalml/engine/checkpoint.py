@@ -2,33 +2,74 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from daalml.engine.module import PROGRESS_KEY, NonFiniteLossError
 from daalml.errors import DaalmlError
 
 CHECKPOINT_FORMAT = 1
 META_KEY = "daalml"
+_TMP_MARK = ".tmp-"
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """Save to a temporary file in the same folder, then rename: a crash never leaves half a file.
+
+    The file is flushed to disk before the rename, so even a power cut leaves either the old or
+    the new checkpoint under the final name.
+    """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = _temporary(path)
         try:
-            torch.save(checkpoint, tmp)
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files a killed save left in ``folder``; return what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f".*.ckpt{_TMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -39,14 +80,199 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or non-torch file: torch raises many kinds
-        raise DaalmlError(f"checkpoint {path}: not a readable PyTorch checkpoint ({err})") from err
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DaalmlError(
+            f"checkpoint {path}: not a readable PyTorch checkpoint ({reason})"
+        ) from err
     if not isinstance(checkpoint, dict) or META_KEY not in checkpoint:
         raise DaalmlError(f"checkpoint {path}: not a daalml checkpoint (no '{META_KEY}' section)")
     meta = checkpoint[META_KEY]
     version = meta.get("format") if isinstance(meta, dict) else None
     if version != CHECKPOINT_FORMAT:
+        written_by = meta.get("version", "unknown") if isinstance(meta, dict) else "unknown"
         raise DaalmlError(
-            f"checkpoint {path}: format {version!r} is not supported by this daalml "
-            f"(expects format {CHECKPOINT_FORMAT}); re-train or use the daalml version that wrote it"
+            f"checkpoint {path}: format {version!r} (written by daalml {written_by}) is not "
+            f"supported by this daalml (expects format {CHECKPOINT_FORMAT}); re-train or use "
+            "the daalml version that wrote it"
         )
+    for key in ("config", "num_train_classes"):
+        if key not in meta:
+            raise DaalmlError(f"checkpoint {path}: the '{META_KEY}' section lacks '{key}'")
+    if "state_dict" not in checkpoint:
+        raise DaalmlError(f"checkpoint {path}: no 'state_dict' (model weights) in it")
     return checkpoint
+
+
+# ---------------------------------------------------------------------------- callbacks
+class StampCheckpoint(Callback):
+    """Stamp every checkpoint with what rebuilds the model; refuse to save non-finite weights.
+
+    The refusal keeps the previous (good) checkpoint on disk when a step made the weights NaN
+    or Inf without the loss showing it yet.
+    """
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.meta = {"format": CHECKPOINT_FORMAT, **meta}
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        for name, tensor in checkpoint.get("state_dict", {}).items():
+            if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+                raise NonFiniteLossError(
+                    f"the weights became non-finite ({name}) by epoch {trainer.current_epoch}, "
+                    f"step {trainer.global_step}",
+                    getattr(pl_module, "usual_causes", lambda: "")(),
+                )
+        checkpoint[META_KEY] = dict(self.meta)
+
+
+class SaveOnInterrupt(Callback):
+    """Ctrl-C: finish the current training step, write ``path``, then stop.
+
+    The first SIGINT only sets a flag, so the checkpoint is never taken half-way through an
+    optimiser step; at the end of the step the state (with where it stands in the epoch) is
+    saved and ``KeyboardInterrupt`` raised. A second Ctrl-C stops at once, keeping the last
+    saved checkpoint. At the last step of an epoch the save waits for the next step, because
+    the epoch's end (validation, scheduler, its own checkpoint) must run first.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.requested = False
+        self.saved = False
+        self._previous: Any = None
+        self._installed = False  # our handler is in place now
+        self._deferred = False  # Ctrl-C was ours to handle during this fit
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write(
+            "\nCtrl-C: stopping after this step and saving a checkpoint for --resume "
+            "(press Ctrl-C again to stop at once)\n"
+        )
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, background jobs)
+            return
+        self._previous = previous
+        signal.signal(signal.SIGINT, self._request)
+        self._installed = self._deferred = True
+
+    def restore(self) -> None:
+        """Put back the SIGINT handler that was there before training."""
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        stop = self.requested
+        if trainer.world_size > 1:  # all ranks save and stop at the same step
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop or idx + 1 >= trainer.num_training_batches:
+            return
+        trainer.save_checkpoint(self.path)
+        self.saved = True
+        raise KeyboardInterrupt
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self.restore()
+        if isinstance(exception, KeyboardInterrupt) and not self.saved and not self._deferred:
+            # no handler could be installed (not the main thread): save where we are
+            trainer.save_checkpoint(self.path)
+            self.saved = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.restore()
+
+
+# ---------------------------------------------------------------------------- resuming
+# config keys that fix the shapes of the saved weights: a resumed run must keep them
+_RESUME_FIXED = ("model", "loss", "data.dataset", "data.train_classes", "train.cache_features")
+# and those that fix an epoch's batches, when it resumes inside one
+_RESUME_MID_EPOCH = (
+    "train.batch_size",
+    "train.samples_per_class",
+    "train.seed",
+    "train.devices",
+    "train.num_nodes",
+    "train.val_classes",
+)
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current)):
+            out += _differences(saved.get(key), current.get(key), f"{prefix}.{key}")
+        return out
+    return [] if saved == current else [f"{prefix} is {current!r} here but {saved!r} in it"]
+
+
+def check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """Raise unless ``config`` builds the model and loss the checkpoint at ``path`` holds."""
+    saved = checkpoint[META_KEY]["config"]
+    problems = []
+    mid_epoch = resume_point(checkpoint)[1] > 0
+    for key in _RESUME_FIXED + (_RESUME_MID_EPOCH if mid_epoch else ()):
+        problems += _differences(_lookup(saved, key), _lookup(config, key), key)
+    if problems:
+        raise DaalmlError(
+            f"cannot resume from {path}: {problems[0]}"
+            f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+            "resume with the config the run was started with"
+        )
+
+
+def check_weights_fit(checkpoint: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
+    """Raise naming the first weight of ``path`` whose name or shape ``module`` does not have."""
+    saved: dict[str, torch.Tensor] = checkpoint["state_dict"]
+    own = module.state_dict()
+    for name in sorted(set(saved) | set(own)):
+        if name not in own:
+            problem = f"has {name}, which the model lacks"
+        elif name not in saved:
+            problem = f"lacks {name}"
+        elif tuple(saved[name].shape) != tuple(own[name].shape):
+            problem = (
+                f"has {name} of shape {tuple(saved[name].shape)}, the model "
+                f"{tuple(own[name].shape)}"
+            )
+        else:
+            continue
+        raise DaalmlError(f"checkpoint {path} does not fit the model of this config: it {problem}")
+
+
+def resume_point(checkpoint: dict[str, Any]) -> tuple[int, int]:
+    """(epoch, batches already trained in it) where a run resumed from ``checkpoint`` goes on.
+
+    Checkpoints written at an epoch's end resume at the next epoch's start; one written by
+    Ctrl-C resumes inside its epoch, after the batches it had trained on.
+    """
+    progress = checkpoint.get(PROGRESS_KEY)
+    epoch = int(checkpoint.get("epoch", 0))
+    if not isinstance(progress, dict):
+        return epoch + 1, 0
+    done = int(progress.get("batches", 0))
+    total = int(progress.get("steps_per_epoch", 0))
+    epoch = int(progress.get("epoch", epoch))
+    if total and done < total:
+        return epoch, done
+    return epoch + 1, 0

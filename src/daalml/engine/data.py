@@ -6,14 +6,18 @@ backbone here, because the cached-feature mode turns images into backbone featur
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import signal
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from daalml.config import Config
 from daalml.data.cache import cached_features
@@ -21,9 +25,12 @@ from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
 from daalml.data.layouts import load_splits
 from daalml.data.records import ImageRecord
+from daalml.data.sampling import MPerClassBatchSampler
 from daalml.data.splits import carve_validation
 from daalml.data.transforms import describe_transform, eval_transform, train_transform
+from daalml.engine.module import mix_seed, seed_host
 from daalml.errors import DaalmlError
+from daalml.metrics import count_unmatchable_queries
 from daalml.models.backbones import Backbone
 
 
@@ -88,6 +95,14 @@ def _check(records: list[ImageRecord], cfg: Config, skipped: list[tuple[Path, st
     return good
 
 
+def _contiguous(records: list[ImageRecord]) -> list[ImageRecord]:
+    """Relabel 0..C-1 when skipped images emptied a class (the loss has one slot per label)."""
+    order = {label: i for i, label in enumerate(sorted({r.label for r in records}))}
+    if all(order[r.label] == r.label for r in records):
+        return records
+    return [dataclasses.replace(r, label=order[r.label]) for r in records]
+
+
 def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     if cfg.data.root is None:
         raise DaalmlError(f"data.root is required for data.dataset={cfg.data.dataset!r}")
@@ -96,7 +111,7 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     if cfg.train.val_classes:
         train_records, val_records = carve_validation(splits.train, cfg.train.val_classes)
     skipped: list[tuple[Path, str]] = []
-    train_records = _check(train_records, cfg, skipped)
+    train_records = _contiguous(_check(train_records, cfg, skipped))
     val_records = _check(val_records, cfg, skipped) if val_records else []
     mean, std = backbone.mean, backbone.std
     aug = train_transform(cfg.data.image_size, mean=mean, std=std)
@@ -165,6 +180,7 @@ def _glyph_data(cfg: Config) -> RunData:
         seed=cfg.train.seed,
         image_size=cfg.data.glyph_image_size,
         samples_per_font=cfg.data.glyph_samples_per_font,
+        max_classes=cfg.data.glyph_max_classes,
         font_files=cfg.data.font_files,
         cache_dir=default_cache_dir(cfg) / "glyphs",
         progress=True,
@@ -212,3 +228,145 @@ def prepare_data(cfg: Config, backbone: Backbone) -> RunData:
     if cfg.data.dataset == "glyphs":
         return _glyph_data(cfg)
     return _image_data(cfg, backbone)
+
+
+# ---------------------------------------------------------------------------- checks
+def _alone(labels: torch.Tensor, gallery: torch.Tensor | None = None) -> int:
+    """Queries with nothing to find: alone in their class, or (with a gallery) absent from it."""
+    if gallery is None:
+        return count_unmatchable_queries(labels)
+    return int((~torch.isin(labels, gallery)).sum())
+
+
+def retrieval_exclusions(data: RunData, cfg: Config) -> int:
+    """Check the evaluation splits before training; return the test queries left out of recall.
+
+    A test image alone in its class cannot be a query (nothing to retrieve): it is excluded
+    from recall, with a warning. A split where no query is left is an error, raised now
+    rather than after training.
+    """
+    where = f"data.dataset={cfg.data.dataset!r}" + (f" at {cfg.data.root}" if cfg.data.root else "")
+    if data.val is not None and _alone(dataset_labels(data.val)) == len(data.val):
+        raise DaalmlError(
+            f"{where}: every class of the validation split (train.val_classes="
+            f"{cfg.train.val_classes}) has a single image; none can be a query"
+        )
+    if data.test is not None:
+        labels = dataset_labels(data.test)
+        excluded, total, split = _alone(labels), len(labels), "test split"
+    elif data.query is not None and data.gallery is not None:
+        labels = dataset_labels(data.query)
+        excluded = _alone(labels, dataset_labels(data.gallery))
+        total, split = len(labels), "query split"
+    else:
+        return 0
+    if excluded == total:
+        raise DaalmlError(
+            f"{where}: no image of the {split} has another image of its class to retrieve; "
+            "recall cannot be measured"
+        )
+    if excluded:
+        warnings.warn(
+            f"{where}: {excluded} of {total} images of the {split} are alone in their class and "
+            "cannot be queries; they are excluded from recall (excluded_queries in metrics.json)",
+            stacklevel=2,
+        )
+    return excluded
+
+
+# ---------------------------------------------------------------------------- loaders
+def _worker_ignores_sigint(worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which stops at a step's end and saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class SeededItems(Dataset):
+    """Reads ``(index, seed)`` keys: seeds the host generators, then returns ``dataset[index]``.
+
+    With the seeds from :class:`SeededBatches`, every augmented sample is a function of the run's
+    seed and its place in the epoch, whichever process loads it and whenever.
+    """
+
+    def __init__(self, dataset: Dataset, *, seeded: bool = True) -> None:
+        self.dataset = dataset
+        self.seeded = seeded
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        if self.seeded:
+            seed_host(seed)
+        return self.dataset[index]
+
+
+class SeededBatches(Sampler[list[tuple[int, int]]]):
+    """The m-per-class batches of ``sampler`` as ``(index, seed)`` lists; resumable mid-epoch.
+
+    ``skip`` leaves out the first batches of the first epoch iterated, which a checkpoint
+    written mid-epoch had already trained on. ``self.sampler`` is where Lightning calls
+    ``set_epoch``.
+    """
+
+    def __init__(self, sampler: MPerClassBatchSampler, *, seed: int, skip: int = 0) -> None:
+        self.sampler = sampler
+        self.seed = seed
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, rank = self.sampler.epoch, self.sampler.rank
+        skip, self.skip = self.skip, 0
+        for number, batch in enumerate(self.sampler):
+            if number >= skip:
+                yield [
+                    (index, mix_seed(self.seed, epoch, number, rank, slot))
+                    for slot, index in enumerate(batch)
+                ]
+
+
+def train_loader(
+    data: RunData,
+    cfg: Config,
+    *,
+    world_size: int = 1,
+    rank: int = 0,
+    epoch: int = 0,
+    skip: int = 0,
+) -> DataLoader:
+    """The training loader from ``epoch`` on (its first ``skip`` batches left out).
+
+    Batches depend on (seed, epoch) only and each sample's augmentation on (seed, epoch, batch,
+    slot), so a resumed run sees exactly the data an uninterrupted one would.
+    """
+    sampler = MPerClassBatchSampler(
+        dataset_labels(data.train),
+        batch_size=cfg.train.batch_size,
+        samples_per_class=cfg.train.samples_per_class,
+        seed=cfg.train.seed,
+        num_replicas=world_size,
+        rank=rank,
+    )
+    sampler.set_epoch(epoch)
+    batches = SeededBatches(sampler, seed=cfg.train.seed, skip=skip)
+    workers = 0 if data.features else cfg.data.num_workers
+    return DataLoader(
+        SeededItems(data.train, seeded=not data.features),
+        batch_sampler=batches,
+        num_workers=workers,
+        worker_init_fn=_worker_ignores_sigint if workers else None,
+    )
+
+
+def eval_loader(dataset: Dataset, cfg: Config, *, features: bool) -> DataLoader:
+    """A plain in-order loader for validation."""
+    workers = 0 if features else cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.eval_batch_size,
+        num_workers=workers,
+        worker_init_fn=_worker_ignores_sigint if workers else None,
+    )

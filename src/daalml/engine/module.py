@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
+import struct
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
 from daalml.config import Config
+from daalml.errors import DaalmlError
 from daalml.losses.registry import MetricLoss
 from daalml.metrics import retrieval_metrics
 from daalml.models.embedder import EmbeddingModel
 
+PROGRESS_KEY = "daalml_progress"
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+class NonFiniteLossError(DaalmlError, RuntimeError):
+    """The loss or the weights became NaN or Inf; the run stops, its last good checkpoint kept.
+
+    ``detail`` says what and where (epoch, step), ``hint`` the usual causes.
+    """
+
+    def __init__(self, detail: str, hint: str = "") -> None:
+        super().__init__(f"{detail}. {hint}" if hint else detail)
+        self.detail = detail
+        self.hint = hint
+
+
+def mix_seed(*parts: int) -> int:
+    """A 32-bit seed that is a fixed function of ``parts`` (same in every process and run)."""
+    packed = struct.pack(f"<{len(parts)}q", *parts)
+    return int.from_bytes(hashlib.blake2b(packed, digest_size=4).digest(), "little")
+
+
+def seed_host(seed: int) -> None:
+    """Seed the CPU generators of torch, numpy and ``random`` (cheap: safe per sample)."""
+    torch.default_generator.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 class EmbeddingModule(L.LightningModule):
@@ -47,6 +75,9 @@ class EmbeddingModule(L.LightningModule):
         )
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+        # where training stands inside an epoch, saved in checkpoints for an exact resume
+        self.progress_epoch = 0
+        self.progress_batches = 0
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.features:
@@ -62,22 +93,63 @@ class EmbeddingModule(L.LightningModule):
         # losses run in float32 outside autocast: PML's proxy losses would cast their weights
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             loss = self.loss(embeddings.float(), labels)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # every rank stops together, or the others would wait forever in the next all-reduce
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
             raise NonFiniteLossError(
                 f"the loss became {loss.item()} at epoch {self.current_epoch}, step "
-                f"{self.global_step}; the last good checkpoint is kept. Usual causes: a learning "
-                f"rate too high (train.lr={self.cfg.train.lr}, loss.lr_multiplier="
-                f"{self.cfg.loss.lr_multiplier}), or loss weights such as lambda_daal too large"
+                f"{self.global_step}",
+                self.usual_causes(),
             )
+        self.progress_batches += 1
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
+    def usual_causes(self) -> str:
+        """The hint every non-finite failure ends with."""
+        return (
+            f"Usual causes: a learning rate too high (train.lr={self.cfg.train.lr}, "
+            f"loss.lr_multiplier={self.cfg.loss.lr_multiplier}) or loss weights such as "
+            "lambda_daal too large"
+        )
+
+    def on_train_start(self) -> None:
+        self._warm_up()  # also when a run resumes inside an epoch (no epoch start then)
+
     def on_train_epoch_start(self) -> None:
-        # every epoch's randomness is a function of (seed, epoch): a resumed run repeats it
-        L.seed_everything(self.cfg.train.seed + 7919 * (self.current_epoch + 1), verbose=False)
+        self.progress_epoch = self.current_epoch
+        self.progress_batches = 0
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """During the warm-up epochs only the head and the loss train."""
         warming = self.current_epoch < self.cfg.train.warmup_epochs
         for _, param in self._trainable_backbone():
             param.requires_grad_(not warming)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the model's randomness (dropout, miners) is a function of (seed, step), so a run resumed
+        # from any checkpoint repeats it; the data's is seeded per sample by the engine's sampler
+        step_seed = mix_seed(self.cfg.train.seed, self.global_step, 0x5EED)
+        seed_host(step_seed)
+        torch.manual_seed(step_seed)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        steps = self._trainer.num_training_batches if self._trainer is not None else 0
+        checkpoint[PROGRESS_KEY] = {
+            "epoch": self.progress_epoch,
+            "batches": self.progress_batches,
+            "steps_per_epoch": int(steps) if math.isfinite(steps) else 0,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        progress = checkpoint.get(PROGRESS_KEY)
+        if isinstance(progress, dict):
+            self.progress_epoch = int(progress.get("epoch", 0))
+            self.progress_batches = int(progress.get("batches", 0))
 
     def _trainable_backbone(self) -> list[tuple[str, nn.Parameter]]:
         backbone = self.model.backbone
@@ -98,6 +170,12 @@ class EmbeddingModule(L.LightningModule):
         labels = torch.cat(self._val_labels)
         self._val_embeddings.clear()
         self._val_labels.clear()
+        if not bool(torch.isfinite(embeddings).all()):
+            raise NonFiniteLossError(
+                f"the validation embeddings became non-finite after epoch {self.current_epoch}, "
+                f"step {self.global_step}",
+                self.usual_causes(),
+            )
         metrics = retrieval_metrics(embeddings, labels, ks=(1,), seed=self.cfg.train.seed)
         self.log("val/recall@1", metrics["recall@1"], prog_bar=True)
         self.log("val/map@r", metrics["map@r"])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
+import signal
 import subprocess
+import sys
+import threading
 import warnings
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,21 +21,33 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from torch.utils.data import DataLoader, Dataset
 
 from daalml.config import Config, config_from_dict, save_config
-from daalml.data.sampling import MPerClassBatchSampler
 from daalml.engine.checkpoint import (
-    CHECKPOINT_FORMAT,
     META_KEY,
     AtomicCheckpointIO,
+    SaveOnInterrupt,
+    StampCheckpoint,
+    check_resumable,
+    check_weights_fit,
     load_checkpoint,
+    remove_stale_temporaries,
+    resume_point,
 )
-from daalml.engine.data import RunData, dataset_labels, prepare_data
-from daalml.engine.module import EmbeddingModule
+from daalml.engine.data import (
+    RunData,
+    eval_loader,
+    prepare_data,
+    retrieval_exclusions,
+    train_loader,
+)
+from daalml.engine.module import EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
 from daalml.losses.registry import MetricLoss, build_loss
-from daalml.metrics import count_unmatchable_queries, query_gallery_metrics, retrieval_metrics
+from daalml.metrics import query_gallery_metrics, retrieval_metrics
 from daalml.models.backbones import Backbone, build_backbone, register_backbone
 from daalml.models.embedder import EmbeddingModel, freeze_batchnorm, freeze_module
 from daalml.models.heads import PCAHead, build_head
@@ -120,68 +137,98 @@ def model_metrics(module: EmbeddingModule, data: RunData, cfg: Config) -> dict[s
 
 
 # ---------------------------------------------------------------------------- training
-class _MetaCallback(Callback):
-    """Stamps every checkpoint with the config and format needed to rebuild the model."""
-
-    def __init__(self, cfg: Config, num_train_classes: int, features: bool) -> None:
-        self.meta = {
-            "format": CHECKPOINT_FORMAT,
-            "version": _version("daalml"),
-            "config": cfg.to_dict(),
-            "num_train_classes": num_train_classes,
-            "features": features,
-        }
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = self.meta
-
-
-class _SaveOnInterrupt(Callback):
-    """Ctrl-C: write last.ckpt before exiting so that --resume continues from here."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            trainer.save_checkpoint(self.path)
-
-
-def _train_loader(data: RunData, cfg: Config, world_size: int, rank: int) -> DataLoader:
-    labels = dataset_labels(data.train)
-    sampler = MPerClassBatchSampler(
-        labels,
-        batch_size=cfg.train.batch_size,
-        samples_per_class=cfg.train.samples_per_class,
-        seed=cfg.train.seed,
-        num_replicas=world_size,
-        rank=rank,
-    )
-    workers = 0 if data.features else cfg.data.num_workers
-    # fresh workers each epoch draw their seeds from the per-epoch seeded main process
-    return DataLoader(data.train, batch_sampler=sampler, num_workers=workers)
-
-
 class _DataModule(L.LightningDataModule):
-    def __init__(self, data: RunData, cfg: Config) -> None:
+    """Training batches from (``epoch``, ``skip``) on: where a resumed run goes on."""
+
+    def __init__(self, data: RunData, cfg: Config, *, epoch: int = 0, skip: int = 0) -> None:
         super().__init__()
         self.data = data
         self.cfg = cfg
+        self.epoch = epoch
+        self.skip = skip
 
     def train_dataloader(self) -> DataLoader:
-        return _train_loader(self.data, self.cfg, self.trainer.world_size, self.trainer.global_rank)
+        trainer = self.trainer
+        return train_loader(
+            self.data,
+            self.cfg,
+            world_size=trainer.world_size,
+            rank=trainer.global_rank,
+            epoch=self.epoch,
+            skip=self.skip,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.data.val is None:
             return []
-        workers = 0 if self.data.features else self.cfg.data.num_workers
-        return DataLoader(
-            self.data.val, batch_size=self.cfg.train.eval_batch_size, num_workers=workers
-        )
+        return eval_loader(self.data.val, self.cfg, features=self.data.features)
+
+
+class _ProgressBar(TQDMProgressBar):
+    """Closes its bars when training fails, so the error starts on a line of its own."""
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        for name in ("_val_progress_bar", "_train_progress_bar"):
+            bar = getattr(self, name, None)
+            if bar is not None and not bar.disable:
+                bar.close()
+        sys.stdout.flush()
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Appends to an existing metrics.csv (Lightning deletes it): a resumed run keeps its log."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = next(csv.reader(handle), [])
+
+
+class _CSVLogger(CSVLogger):
+    """CSVLogger writing logs/metrics.csv through :class:`_AppendingWriter`."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def _trim_log(path: Path, before_epoch: int | None) -> None:
+    """Keep the rows of epochs before ``before_epoch`` (a resume redoes the rest); None: none."""
+    if not path.is_file():
+        return
+    if before_epoch is None:
+        path.unlink()
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = sorted(reader.fieldnames or [])
+        rows = [row for row in reader if _epoch_of(row) < before_epoch]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _epoch_of(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("epoch") or "-1")
+    except ValueError:
+        return -1.0
 
 
 def _loggers(output: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=output, name="logs", version="")]
+    # flushed at every logging call (once or twice an epoch), so a killed run keeps its log
+    loggers: list[Logger] = [
+        _CSVLogger(save_dir=output, name="logs", version="", flush_logs_every_n_steps=1)
+    ]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -213,6 +260,7 @@ def _initialise(model: EmbeddingModel, loss: MetricLoss, data: RunData, cfg: Con
         loss.loss.initialize_from_embeddings(embeddings, labels)
 
 
+# ---------------------------------------------------------------------------- run record
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -220,10 +268,10 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> subprocess.CompletedProcess[str] | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+        return subprocess.run(
+            ["git", *args],
             capture_output=True,
             text=True,
             cwd=Path(__file__).parent,
@@ -232,19 +280,62 @@ def _git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    """(commit, uncommitted changes?) of the daalml source tree, when it is a git checkout.
+
+    An installed copy inside some other repository (a venv in a project) reports None: the
+    package's own file must be tracked by the repository found.
+    """
+    tracked = _git("ls-files", "--error-unmatch", Path(__file__).name)
+    if tracked is None or tracked.returncode != 0:
+        return None, None
+    head = _git("rev-parse", "HEAD")
+    commit = head.stdout.strip() if head is not None and head.returncode == 0 else ""
+    if not commit:
+        return None, None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = bool(status.stdout.strip()) if status is not None and status.returncode == 0 else None
+    return commit, dirty
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def run_info(cfg: Config) -> dict[str, Any]:
-    """What reproduces a run: seed, package versions, git commit, machine."""
+    """What reproduces a run: seed, resolved config, package versions, git commit, machine."""
     packages = ["daalml", "torch", "torchvision", "lightning", "pytorch-metric-learning", "numpy"]
+    commit, dirty = _git_state()
     return {
         "seed": cfg.train.seed,
+        "deterministic": cfg.train.deterministic,
+        "config": cfg.to_dict(),
         "versions": {name: _version(name) for name in packages},
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_commit": _git_commit(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "command": list(sys.argv),
+        "started": _now(),
     }
+
+
+def _record_run(path: Path, cfg: Config, resumed_at: tuple[int, int] | None) -> None:
+    """Write run.json; a resume keeps the first record and appends its own to ``resumes``."""
+    info = run_info(cfg)
+    if resumed_at is not None:
+        try:
+            first = json.loads(path.read_text())
+        except (OSError, ValueError):
+            first = None
+        if isinstance(first, dict):
+            epoch, batches = resumed_at
+            entry = {"epoch": epoch, "batches_done": batches, **info}
+            first["resumes"] = [*first.get("resumes", []), entry]
+            info = first
+    _write_json(path, info)
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -253,6 +344,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# ---------------------------------------------------------------------------- train
 def train(
     cfg: Config,
     output_dir: str | Path,
@@ -260,32 +352,58 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train as ``cfg`` says; write config.yaml, metrics.json, checkpoints/ and logs/ to output_dir.
+    """Train as ``cfg`` says; write config.yaml, run.json, metrics.json, checkpoints/, logs/.
 
     Returns the metrics written to metrics.json: the test metrics of the selected model, the
-    `pretrained` backbone's metrics under that key, and counts of what was left out.
+    `pretrained` backbone's metrics under that key, and counts of what was left out. With
+    ``resume`` the run goes on from checkpoints/last.ckpt exactly where it stopped. A NaN or
+    Inf loss raises :class:`NonFiniteLossError` (a DaalmlError); Ctrl-C saves last.ckpt and
+    raises KeyboardInterrupt.
     """
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     checkpoints = output / "checkpoints"
     last = checkpoints / "last.ckpt"
-    if resume and not last.is_file():
-        raise DaalmlError(f"--resume: no checkpoint to resume from at {last}")
+    checkpoint: dict[str, Any] | None = None
+    start = (0, 0)
+    if resume:
+        if not last.is_file():
+            raise DaalmlError(f"--resume: no checkpoint to resume from at {last}")
+        checkpoint = load_checkpoint(last)
+        check_resumable(checkpoint, cfg.to_dict(), last)
+        start = resume_point(checkpoint)
+    elif last.is_file():
+        warnings.warn(
+            f"{output} already holds a run ({last}); starting it over "
+            "(pass --resume to continue it instead)",
+            stacklevel=2,
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(checkpoints)
     save_config(cfg, output / "config.yaml")
-    _write_json(output / "run.json", run_info(cfg))
+    _record_run(output / "run.json", cfg, start if resume else None)
+    _trim_log(output / "logs" / "metrics.csv", start[0] if resume else None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     model = build_model(cfg)
     data = prepare_data(cfg, model.backbone)
+    excluded = retrieval_exclusions(data, cfg)
     if data.features:
         model.backbone = None  # the head trains on cached features; keep the run light
     loss = build_loss(
         cfg.loss.name, data.num_train_classes, cfg.model.embedding_size, cfg.loss.params
     )
-    pretrained = _pretrained(model, data, cfg)
-    _initialise(model, loss, data, cfg)
+    saved_pretrained = checkpoint[META_KEY].get("pretrained") if checkpoint else None
+    if isinstance(saved_pretrained, dict):
+        pretrained = saved_pretrained
+    else:
+        pretrained = _pretrained(model, data, cfg)
+    if checkpoint is None:
+        _initialise(model, loss, data, cfg)  # a resumed run gets all of it from the checkpoint
 
     module = EmbeddingModule(cfg, model, loss, features=data.features)
+    if checkpoint is not None:
+        check_weights_fit(checkpoint, module, last)
+        checkpoint = None  # Lightning reads it again; do not hold two copies
     has_val = data.val is not None
     selector = ModelCheckpoint(
         dirpath=checkpoints,
@@ -296,20 +414,31 @@ def train(
         save_top_k=1,
         enable_version_counter=False,
     )
-    callbacks: list[Callback] = [
-        selector,
-        _MetaCallback(cfg, data.num_train_classes, data.features),
-        _SaveOnInterrupt(last),
-    ]
+    stamp = StampCheckpoint(
+        {
+            "version": _version("daalml"),
+            "config": cfg.to_dict(),
+            "num_train_classes": data.num_train_classes,
+            "features": data.features,
+            "pretrained": pretrained,
+        }
+    )
+    interrupt = SaveOnInterrupt(last)
+    callbacks: list[Callback] = [selector, stamp, interrupt]
     if has_val and cfg.train.patience:
         callbacks.append(
             EarlyStopping(monitor="val/recall@1", mode="max", patience=cfg.train.patience)
         )
     if progress:
-        callbacks.append(TQDMProgressBar(leave=True))
+        callbacks.append(_ProgressBar(leave=True))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+        # the engine's loader skips the batches a mid-epoch checkpoint had trained on
+        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         trainer = L.Trainer(
             max_epochs=cfg.train.epochs,
             accelerator=cfg.train.accelerator,
@@ -328,9 +457,8 @@ def train(
             use_distributed_sampler=False,
             log_every_n_steps=1,
         )
-        trainer.fit(module, datamodule=_DataModule(data, cfg), ckpt_path=last if resume else None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt
+        datamodule = _DataModule(data, cfg, epoch=start[0], skip=start[1])
+        _fit(trainer, module, datamodule, last if resume else None, interrupt)
     if not trainer.is_global_zero:
         return {}
     selected_epoch = trainer.current_epoch - 1
@@ -343,21 +471,62 @@ def train(
     results["pretrained"] = pretrained
     results["selected_epoch"] = int(selected_epoch)
     results["skipped_images"] = len(data.skipped_images)
-    results["excluded_queries"] = _excluded_queries(data)
+    results["excluded_queries"] = excluded
     _write_json(output / METRICS_FILE, results)
+    _warn_skipped(data, output)
     return results
+
+
+def _fit(
+    trainer: L.Trainer,
+    module: EmbeddingModule,
+    datamodule: _DataModule,
+    ckpt_path: Path | None,
+    interrupt: SaveOnInterrupt,
+) -> None:
+    """trainer.fit, with Ctrl-C as KeyboardInterrupt and NaN as a one-line error."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as err:
+        last = interrupt.path
+        kept = (
+            f"the last good checkpoint is kept: {last}"
+            if last.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(f"training stopped: {err.detail}; {kept}", err.hint) from None
+    except SystemExit:
+        # Lightning turns KeyboardInterrupt into sys.exit(1) after its on_exception hooks
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        interrupt.restore()
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if trainer.interrupted or interrupt.requested:
+        raise KeyboardInterrupt  # Ctrl-C during the last epoch's end: last.ckpt is final
+
+
+def _warn_skipped(data: RunData, output: Path) -> None:
+    if not data.skipped_images:
+        return
+    shown = ", ".join(str(path) for path, _ in data.skipped_images[:3])
+    more = len(data.skipped_images) - 3
+    warnings.warn(
+        f"{output}: {len(data.skipped_images)} unreadable images were skipped ({shown}"
+        f"{f' and {more} more' if more > 0 else ''}); skipped_images in metrics.json counts "
+        "them, data.strict: true makes them an error",
+        stacklevel=3,
+    )
 
 
 def _pretrained(model: EmbeddingModel, data: RunData, cfg: Config) -> dict[str, float]:
     if data.features or model.backbone is not None:
         return pretrained_metrics(model, data, cfg)
     raise AssertionError("unreachable: an image run always has a backbone")
-
-
-def _excluded_queries(data: RunData) -> int:
-    if data.test is not None:
-        return count_unmatchable_queries(dataset_labels(data.test))
-    return 0
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -396,9 +565,10 @@ def evaluate(
     module, cfg = load_module(checkpoint_path, overrides)
     data = prepare_data(cfg, module.model.backbone)
     module.features = data.features  # cached features of the same frozen backbone, when enabled
+    excluded = retrieval_exclusions(data, cfg)
     results: dict[str, Any] = dict(model_metrics(module, data, cfg))
     results["skipped_images"] = len(data.skipped_images)
-    results["excluded_queries"] = _excluded_queries(data)
+    results["excluded_queries"] = excluded
     if output_dir is not None:
         output = Path(output_dir)
         output.mkdir(parents=True, exist_ok=True)
