@@ -152,6 +152,7 @@ OVERRIDE_SAMPLES: dict[str, tuple[str, Any]] = {
     "data.strict": ("true", True),
     "data.glyph_samples_per_font": ("3", 3),
     "data.glyph_image_size": ("16", 16),
+    "data.glyph_max_classes": ("40", 40),
     "data.font_files": ("[a.ttf, b.otf]", ["a.ttf", "b.otf"]),
     "model.backbone": ("timm:resnet18", "timm:resnet18"),
     "model.pretrained": ("false", False),

@@ -1,7 +1,7 @@
 """`daalml benchmark`: every loss on the same data, model, sampler, optimiser and budget, with seeds.
 
 Each (loss, seed) is an ordinary `daalml train` run in DIR/runs/<loss>/seed<k>; finished runs are
-reused on a rerun. The table is written as results.csv (one row per run, plus the `pretrained`
+reused on a rerun and interrupted ones resume from their last checkpoint. The table is written as results.csv (one row per run, plus the `pretrained`
 backbone's own row per seed, as "A Metric Learning Reality Check" reports it) and results.md
 (mean +- std per loss), with a bar chart.
 """
@@ -76,8 +76,10 @@ def run_benchmark(
         for loss in losses:
             run_dir = out / "runs" / loss / f"seed{seed}"
             metrics = _finished(run_dir)
-            if metrics is None:
-                metrics = train_fn(run_config(base, loss, seed), run_dir, progress=progress)
+            if metrics is None:  # new, or interrupted: continue from its last checkpoint
+                resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+                cfg = run_config(base, loss, seed)
+                metrics = train_fn(cfg, run_dir, resume=resume, progress=progress)
             rows.append({"loss": loss, "seed": seed, **{k: metrics[k] for k in METRIC_COLUMNS}})
             pretrained_by_seed.setdefault(seed, metrics[PRETRAINED])
     for seed, metrics in sorted(pretrained_by_seed.items()):

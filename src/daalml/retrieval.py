@@ -450,7 +450,9 @@ class RetrievalIndex:
     # ------------------------------------------------------------------ search
     def _flat_vectors(self) -> torch.Tensor:
         if self._vectors is None:
-            self._vectors = torch.from_numpy(self.index.reconstruct_n(0, self.index.ntotal))
+            # torch.as_tensor: once faiss.contrib.torch_utils is imported (PML does) faiss
+            # returns torch tensors instead of numpy arrays
+            self._vectors = torch.as_tensor(self.index.reconstruct_n(0, self.index.ntotal))
         return self._vectors
 
     def search_embeddings(
@@ -474,7 +476,7 @@ class RetrievalIndex:
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.params.ef_search, k)
         scores, indices = self.index.search(vectors, k)
-        return scores, indices
+        return np.asarray(scores), np.asarray(indices)
 
     def embedder(self) -> EmbeddingModule:
         """The model of the index's checkpoint (loaded once), to embed query images."""
