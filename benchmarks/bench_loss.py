@@ -58,7 +58,10 @@ def main() -> None:
     parser.add_argument("--classes", default="100,1000,10000")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, d={args.dim}\n")
     print("| B | C | ProxyAnchor ms | DAAL ms | DAAL / PA | 2 products fwd+bwd ms |")
