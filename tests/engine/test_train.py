@@ -184,3 +184,31 @@ def test_evaluate_rejects_foreign_checkpoint(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(garbage)])
     assert result.exit_code == 2
     assert "not a readable PyTorch checkpoint" in result.output
+
+
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, train={"val_classes": 2, "epochs": 3, "lr": 1e-12})
+    run = tmp_path / "run"
+    _train(str(cfg), "--output", str(run))
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 2
+    assert (
+        _metrics(run)["selected_epoch"]
+        == load_checkpoint(run / "checkpoints" / "best.ckpt")["epoch"]
+    )
+
+
+def test_feature_cache_hit_or_miss_gives_the_same_run(tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path,
+        model={
+            "backbone": "efficientnet_lite0",
+            "pretrained": True,
+            "head": "linear",
+            "embedding_size": 8,
+        },
+        train={"cache_features": True, "epochs": 1},
+        data={"image_size": 64, "resize": 72},
+    )
+    _train(str(cfg), "--output", str(tmp_path / "miss"))  # computes the features
+    _train(str(cfg), "--output", str(tmp_path / "hit"))  # loads them
+    assert _metrics(tmp_path / "miss") == _metrics(tmp_path / "hit")

@@ -139,6 +139,12 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     return data
 
 
+def _feature_device(cfg: Config) -> torch.device:
+    """Extract features on the GPU when the run may use one."""
+    wants_gpu = cfg.train.accelerator in ("gpu", "auto") and torch.cuda.is_available()
+    return torch.device("cuda" if wants_gpu else "cpu")
+
+
 def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> None:
     """Replace every image dataset by the backbone's features of it (computed once, cached)."""
     cache_dir = default_cache_dir(cfg) / "features"
@@ -161,6 +167,7 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
             key=key,
             batch_size=cfg.train.eval_batch_size,
             num_workers=cfg.data.num_workers,
+            device=_feature_device(cfg),
         )
         return LabelledTensors(feats, labels)
 
@@ -322,8 +329,10 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
         skip, self.skip = self.skip, 0
         for number, batch in enumerate(self.sampler):
             if number >= skip:
+                # the slot in the GLOBAL batch: the same augmentation for any number of ranks
+                first = rank * len(batch)
                 yield [
-                    (index, mix_seed(self.seed, epoch, number, rank, slot))
+                    (index, mix_seed(self.seed, epoch, number, first + slot))
                     for slot, index in enumerate(batch)
                 ]
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from daalml.config import Config
+from daalml.engine.distributed import gather_batch, gather_tensor
 from daalml.errors import DaalmlError
 from daalml.losses.registry import MetricLoss
 from daalml.metrics import retrieval_metrics
@@ -92,7 +93,10 @@ class EmbeddingModule(L.LightningModule):
         embeddings = self(inputs)
         # losses run in float32 outside autocast: PML's proxy losses would cast their weights
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            loss = self.loss(embeddings.float(), labels)
+            # under DDP the loss sees the whole global batch, gradients flowing back to this
+            # rank's slice (docs/distributed.md); a single process gets its own batch back
+            embeddings, labels = gather_batch(embeddings.float(), labels)
+            loss = self.loss(embeddings, labels)
         finite = bool(torch.isfinite(loss))
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
@@ -105,7 +109,8 @@ class EmbeddingModule(L.LightningModule):
                 self.usual_causes(),
             )
         self.progress_batches += 1
-        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        # every rank holds the same value (the loss of the global batch); sync_dist only says so
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def usual_causes(self) -> str:
@@ -164,12 +169,21 @@ class EmbeddingModule(L.LightningModule):
         self._val_labels.append(labels.cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_embeddings:
-            return
-        embeddings = torch.cat(self._val_embeddings)
-        labels = torch.cat(self._val_labels)
+        # under DDP every rank embedded its shard of the validation set: gather them once, in
+        # order, so that every rank computes the same recall (model selection agrees)
+        width = self.cfg.model.embedding_size
+        embeddings = (
+            torch.cat(self._val_embeddings) if self._val_embeddings else torch.empty(0, width)
+        )
+        labels = (
+            torch.cat(self._val_labels) if self._val_labels else torch.empty(0, dtype=torch.long)
+        )
         self._val_embeddings.clear()
         self._val_labels.clear()
+        embeddings = gather_tensor(embeddings, self.device)
+        labels = gather_tensor(labels, self.device)
+        if embeddings.shape[0] == 0:
+            return
         if not bool(torch.isfinite(embeddings).all()):
             raise NonFiniteLossError(
                 f"the validation embeddings became non-finite after epoch {self.current_epoch}, "
@@ -177,8 +191,8 @@ class EmbeddingModule(L.LightningModule):
                 self.usual_causes(),
             )
         metrics = retrieval_metrics(embeddings, labels, ks=(1,), seed=self.cfg.train.seed)
-        self.log("val/recall@1", metrics["recall@1"], prog_bar=True)
-        self.log("val/map@r", metrics["map@r"])
+        self.log("val/recall@1", metrics["recall@1"], prog_bar=True, sync_dist=True)
+        self.log("val/map@r", metrics["map@r"], sync_dist=True)
 
     # ------------------------------------------------------------------ optimiser
     def parameter_groups(self) -> list[dict[str, Any]]:

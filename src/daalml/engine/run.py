@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from daalml.config import Config, config_from_dict, save_config
 from daalml.engine.checkpoint import (
@@ -43,6 +43,12 @@ from daalml.engine.data import (
     prepare_data,
     retrieval_exclusions,
     train_loader,
+)
+from daalml.engine.distributed import (
+    launched_as_rank_zero,
+    launched_local_rank,
+    shard,
+    strategy,
 )
 from daalml.engine.module import EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
@@ -112,7 +118,10 @@ def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, 
 
 def _device(cfg: Config) -> torch.device:
     wants_gpu = cfg.train.accelerator in ("gpu", "auto") and torch.cuda.is_available()
-    return torch.device("cuda" if wants_gpu else "cpu")
+    if not wants_gpu:
+        return torch.device("cpu")
+    # before DDP starts, each process of a node works on its own GPU
+    return torch.device("cuda", launched_local_rank() % torch.cuda.device_count())
 
 
 def pretrained_metrics(model: EmbeddingModel, data: RunData, cfg: Config) -> dict[str, float]:
@@ -161,7 +170,11 @@ class _DataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.data.val is None:
             return []
-        return eval_loader(self.data.val, self.cfg, features=self.data.features)
+        val: Dataset = self.data.val
+        world_size = self.trainer.world_size
+        if world_size > 1:  # each rank embeds its share; the module gathers them in order
+            val = Subset(val, shard(len(val), world_size, self.trainer.global_rank))
+        return eval_loader(val, self.cfg, features=self.data.features)
 
 
 class _ProgressBar(TQDMProgressBar):
@@ -377,26 +390,34 @@ def train(
             "(pass --resume to continue it instead)",
             stacklevel=2,
         )
-    output.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(checkpoints)
-    save_config(cfg, output / "config.yaml")
-    _record_run(output / "run.json", cfg, start if resume else None)
-    _trim_log(output / "logs" / "metrics.csv", start[0] if resume else None)
+    rank_zero = launched_as_rank_zero()
+    if rank_zero:  # the other DDP processes find the run directory already written
+        output.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(checkpoints)
+        save_config(cfg, output / "config.yaml")
+        _record_run(output / "run.json", cfg, start if resume else None)
+        _trim_log(output / "logs" / "metrics.csv", start[0] if resume else None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     model = build_model(cfg)
     data = prepare_data(cfg, model.backbone)
     excluded = retrieval_exclusions(data, cfg)
+    _check_processes(data, cfg)
     if data.features:
         model.backbone = None  # the head trains on cached features; keep the run light
+    # re-seed: preparing data may or may not draw random numbers (feature cache miss or hit),
+    # and the loss's initial vertices must not depend on that
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     loss = build_loss(
         cfg.loss.name, data.num_train_classes, cfg.model.embedding_size, cfg.loss.params
     )
     saved_pretrained = checkpoint[META_KEY].get("pretrained") if checkpoint else None
     if isinstance(saved_pretrained, dict):
         pretrained = saved_pretrained
-    else:
+    elif rank_zero:
         pretrained = _pretrained(model, data, cfg)
+    else:
+        pretrained = {}  # only global rank 0 writes metrics.json and checkpoints
     if checkpoint is None:
         _initialise(model, loss, data, cfg)  # a resumed run gets all of it from the checkpoint
 
@@ -410,8 +431,16 @@ def train(
         filename="best",
         monitor="val/recall@1" if has_val else None,
         mode="max",
-        save_last=True,
         save_top_k=1,
+        enable_version_counter=False,
+    )
+    # last.ckpt every epoch, improved or not (save_last of a monitored checkpoint is not)
+    latest = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
         enable_version_counter=False,
     )
     stamp = StampCheckpoint(
@@ -424,7 +453,7 @@ def train(
         }
     )
     interrupt = SaveOnInterrupt(last)
-    callbacks: list[Callback] = [selector, stamp, interrupt]
+    callbacks: list[Callback] = [selector, latest, stamp, interrupt]
     if has_val and cfg.train.patience:
         callbacks.append(
             EarlyStopping(monitor="val/recall@1", mode="max", patience=cfg.train.patience)
@@ -444,6 +473,7 @@ def train(
             accelerator=cfg.train.accelerator,
             devices=cfg.train.devices,
             num_nodes=cfg.train.num_nodes,
+            strategy=strategy(cfg.train),
             precision=cfg.train.precision,
             gradient_clip_val=cfg.train.gradient_clip,
             deterministic=cfg.train.deterministic,
@@ -508,6 +538,17 @@ def _fit(
             signal.signal(signal.SIGINT, previous)
     if trainer.interrupted or interrupt.requested:
         raise KeyboardInterrupt  # Ctrl-C during the last epoch's end: last.ckpt is final
+
+
+def _check_processes(data: RunData, cfg: Config) -> None:
+    """Every DDP process needs at least one validation image of its own to embed."""
+    processes = cfg.train.devices * cfg.train.num_nodes
+    if data.val is not None and len(data.val) < processes:
+        raise DaalmlError(
+            f"train.val_classes={cfg.train.val_classes}: the validation split has "
+            f"{len(data.val)} images, fewer than the {processes} processes "
+            "(train.devices x train.num_nodes); raise train.val_classes"
+        )
 
 
 def _warn_skipped(data: RunData, output: Path) -> None:
