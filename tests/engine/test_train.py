@@ -119,6 +119,9 @@ def test_validation_selects_and_evaluate_reproduces(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _train(str(cfg), "--output", str(run))
     metrics = _metrics(run)
+    header = (run / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for column in ("train/loss", "train/intra", "train/inter", "train/elastic", "val/nmi"):
+        assert column in header  # the training curves' inputs, per epoch
     best = load_checkpoint(run / "checkpoints" / "best.ckpt")
     assert metrics["selected_epoch"] == best["epoch"]
     result = runner.invoke(

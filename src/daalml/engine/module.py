@@ -111,6 +111,8 @@ class EmbeddingModule(L.LightningModule):
         self.progress_batches += 1
         # every rank holds the same value (the loss of the global batch); sync_dist only says so
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+        for name, value in getattr(self.loss.loss, "last_terms", {}).items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def usual_causes(self) -> str:
@@ -193,6 +195,7 @@ class EmbeddingModule(L.LightningModule):
         metrics = retrieval_metrics(embeddings, labels, ks=(1,), seed=self.cfg.train.seed)
         self.log("val/recall@1", metrics["recall@1"], prog_bar=True, sync_dist=True)
         self.log("val/map@r", metrics["map@r"], sync_dist=True)
+        self.log("val/nmi", metrics["nmi"], sync_dist=True)
 
     # ------------------------------------------------------------------ optimiser
     def parameter_groups(self) -> list[dict[str, Any]]:

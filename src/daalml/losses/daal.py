@@ -82,6 +82,8 @@ class DAALLoss(nn.Module):
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         # sigma_par needs >= 2 samples of a class in a batch, so it may start later than seen.
         self.register_buffer("seen_par", torch.zeros(num_classes, dtype=torch.bool))
+        # the unweighted terms of the last call, detached: for logging and training curves
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return (
@@ -135,11 +137,14 @@ class DAALLoss(nn.Module):
             start, end = self._endpoints(x.dtype)
             direction = end - start
             margins = self.margins().to(x.dtype)
-            loss = ProxySegmentLoss.apply(
+            loss, intra, inter = ProxySegmentLoss.apply(
                 x, start, direction, labels, margins, self.alpha, self.lambda_daal, self.segment
             )
+            elastic = torch.zeros((), dtype=x.dtype, device=x.device)
             if self.lambda_len != 0 and self.segment != "point":
-                loss = loss + self.lambda_len * self._elastic_term(direction)
+                elastic = self._elastic_term(direction)
+                loss = loss + self.lambda_len * elastic
+            self.last_terms = {"intra": intra, "inter": inter, "elastic": elastic.detach()}
             if self.training:
                 self._update_statistics(x, start, direction, labels)
         return loss

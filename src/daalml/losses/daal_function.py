@@ -22,7 +22,10 @@ from daalml.losses.geometry import EPS
 
 
 class ProxySegmentLoss(torch.autograd.Function):
-    """L_intra + lambda * L_inter from embeddings, segment starts and directions."""
+    """L_intra + lambda * L_inter from embeddings, segment starts and directions.
+
+    Returns the loss and, for logging only (no gradient), the two terms L_intra and L_inter.
+    """
 
     @staticmethod
     def forward(
@@ -83,11 +86,15 @@ class ProxySegmentLoss(torch.autograd.Function):
         grad_sim[rows, labels] = -alpha / num_present * pos_weights / pos_denom[labels]
         ctx.save_for_backward(x, start, direction, grad_sim, t)
         ctx.use_direction = use_direction
-        return intra + lambda_inter * inter
+        intra, inter = intra.detach(), inter.detach()
+        ctx.mark_non_differentiable(intra, inter)
+        return intra + lambda_inter * inter, intra, inter
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad_output: torch.Tensor, *_terms: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         x, start, direction, grad_sim, t = ctx.saved_tensors
         grad_sim = grad_sim * grad_output
         # s = 1 - D^2 / 2 with D^2 = |x|^2 - 2<x, a> + |a|^2 - 2 t <x - a, u> + t^2 |u|^2
