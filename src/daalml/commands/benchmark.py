@@ -19,7 +19,8 @@ def benchmark(
     ] = "daal,proxy_anchor",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per loss (0..N-1).")] = 3,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Folder (default benchmarks/<config>).")
+        Path | None,
+        typer.Option("--output", "-o", help="Folder (default benchmark-runs/<config>)."),
     ] = None,
     set_: SetOption = None,
 ) -> None:

@@ -18,7 +18,10 @@ def demo(
     ),
     seed: Annotated[int, typer.Option("--seed", help="Random seed (data, init, batches).")] = 0,
     quick: Annotated[
-        bool, typer.Option("--quick", help="Seconds instead of minutes: fewer classes, 1 epoch.")
+        bool,
+        typer.Option(
+            "--quick", help="About 10 s: 40 characters, 5 epochs (for tests and a first look)."
+        ),
     ] = False,
 ) -> None:
     """Train DAAL and Proxy-Anchor side by side on the built-in glyphs (no download)."""
