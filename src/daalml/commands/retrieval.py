@@ -24,6 +24,17 @@ Device = Annotated[
 ]
 
 
+def _embed_folder(checkpoint: Path, images: Path, batch_size: int, device: str | None):
+    """The images listed by ``images`` and their embeddings by the checkpoint's model."""
+    from daalml.engine.run import load_module
+    from daalml.retrieval import embed_images, list_images
+
+    found = list_images(images)
+    module, _ = load_module(checkpoint)
+    vectors = embed_images(module, found.paths, batch_size=batch_size, device=device, progress=True)
+    return found, vectors
+
+
 @app.command()
 def embed(
     checkpoint: Checkpoint,
@@ -33,15 +44,10 @@ def embed(
     device: Device = None,
 ) -> None:
     """Embed images: an .npz with embeddings, paths, and labels/class_names when known."""
-    from daalml.engine.run import load_module
-    from daalml.retrieval import embed_images, list_images, save_embeddings
+    from daalml.retrieval import save_embeddings
 
     def action() -> Path:
-        found = list_images(images)
-        module, _ = load_module(checkpoint)
-        vectors = embed_images(
-            module, found.paths, batch_size=batch_size, device=device, progress=True
-        )
+        found, vectors = _embed_folder(checkpoint, images, batch_size, device)
         return save_embeddings(output, vectors, found, checkpoint=checkpoint)
 
     print(_guard(action))
@@ -60,15 +66,10 @@ def index(
     device: Device = None,
 ) -> None:
     """Embed a gallery and save a faiss index with its paths, labels and checkpoint."""
-    from daalml.engine.run import load_module
-    from daalml.retrieval import build_index, embed_images, list_images
+    from daalml.retrieval import build_index
 
     def action() -> Path:
-        found = list_images(images)
-        module, _ = load_module(checkpoint)
-        vectors = embed_images(
-            module, found.paths, batch_size=batch_size, device=device, progress=True
-        )
+        found, vectors = _embed_folder(checkpoint, images, batch_size, device)
         built = build_index(
             vectors,
             found.paths,
