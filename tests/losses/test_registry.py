@@ -289,3 +289,14 @@ def test_degenerate_daal_equals_proxy_anchor_on_same_proxies() -> None:
     for seed in range(2):  # the second step runs with statistics from the first
         x, y = _batch(10 + seed, torch.float64)
         torch.testing.assert_close(daal(x, y), anchor(x, y), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", loss_names())
+def test_bad_labels_and_shapes_name_both_sizes(name: str) -> None:
+    metric_loss = build_loss(name, 5, 8)
+    with pytest.raises(ValueError, match=r"shape \(4, 8\) and labels of shape \(3,\)"):
+        metric_loss(torch.randn(4, 8), torch.tensor([0, 1, 2]))
+    if metric_loss.num_classes is None:  # pair losses take any integer labels
+        return
+    with pytest.raises(ValueError, match=r"label 7 is outside \[0, 5\)"):
+        metric_loss(torch.randn(4, 8), torch.tensor([0, 1, 2, 7]))

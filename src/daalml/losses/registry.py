@@ -166,9 +166,12 @@ class MetricLoss(nn.Module):
         loss: nn.Module,
         miner: nn.Module | None = None,
         hparams: Mapping[str, Any] | None = None,
+        *,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.name = name
+        self.num_classes = num_classes  # None for pair losses, which take any labels
         self.loss = loss
         self.miner = miner
         self.hparams: dict[str, Any] = dict(hparams or {})
@@ -179,10 +182,28 @@ class MetricLoss(nn.Module):
         return isinstance(self.loss, DAALLoss) and self.loss.init == "data"
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self._check(embeddings, labels)
         if self.miner is None:
             return self.loss(embeddings, labels)
         tuples = self.miner(embeddings, labels)
         return self.loss(embeddings, labels, tuples)
+
+    def _check(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        """Bad shapes or labels fail here with both sizes named, not deep inside PML."""
+        if embeddings.dim() != 2 or labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
+            raise ValueError(
+                f"loss {self.name!r}: embeddings of shape {tuple(embeddings.shape)} and labels of "
+                f"shape {tuple(labels.shape)} do not match (expected (B, d) and (B,))"
+            )
+        num_classes = self.num_classes
+        if num_classes is not None and labels.numel():
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= num_classes:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"loss {self.name!r}: label {bad} is outside [0, {num_classes}) for its "
+                    f"{num_classes} classes"
+                )
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
@@ -232,7 +253,10 @@ def build_loss(
     if recipe.freeze_vertices:
         assert isinstance(loss, DAALLoss)
         loss.vertices.requires_grad_(False)
-    return MetricLoss(name, loss, miner, hparams)
+    takes_classes = _takes_sizes(recipe.loss_cls)
+    return MetricLoss(
+        name, loss, miner, hparams, num_classes=num_classes if takes_classes else None
+    )
 
 
 def _recipe(name: str) -> Recipe:
