@@ -14,41 +14,16 @@ from typer.testing import CliRunner
 from daalml.cli import app
 from daalml.engine.checkpoint import load_checkpoint
 from tests.data.builders import make_folder
+from tests.runs import tiny_run_config
 
 METRIC_KEYS = {"recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision"}
 runner = CliRunner()
 
 
 def _config(tmp: Path, **sections: dict) -> Path:
-    base = {
-        "data": {
-            "dataset": "folder",
-            "root": str(make_folder(tmp / "ds", n_classes=12, per_class=4, size=40)),
-            "num_workers": 0,
-            "image_size": 32,
-            "resize": 36,
-        },
-        "model": {
-            "backbone": "small_cnn",
-            "pretrained": False,
-            "embedding_size": 16,
-            "head": "linear",
-        },
-        "loss": {"name": "daal"},
-        "train": {
-            "epochs": 1,
-            "batch_size": 8,
-            "samples_per_class": 2,
-            "lr": 1e-3,
-            "accelerator": "cpu",
-            "cache_dir": str(tmp / "cache"),
-            "deterministic": True,
-        },
-    }
-    for section, values in sections.items():
-        base[section].update(values)
+    root = make_folder(tmp / "ds", n_classes=12, per_class=4, size=40)
     path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(base))
+    path.write_text(yaml.safe_dump(tiny_run_config(root, tmp / "cache", **sections)))
     return path
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from daalml.config import load_config
 from daalml.engine.run import train
+from tests.runs import tiny_run_config
 
 # Twelve well separated colours (RGB): six train classes, six unseen test classes.
 PALETTE = (
@@ -55,35 +56,12 @@ def make_colour_folder(root: Path, per_class: int = PER_CLASS) -> Path:
 
 def run_config(tmp: Path, data_root: Path, **sections: dict) -> dict:
     """A small_cnn run on ``data_root`` that trains in about a second on one CPU core."""
-    base: dict[str, dict] = {
-        "data": {
-            "dataset": "folder",
-            "root": str(data_root),
-            "num_workers": 0,
-            "image_size": 32,
-            "resize": 36,
-        },
-        "model": {
-            "backbone": "small_cnn",
-            "pretrained": False,
-            "embedding_size": 16,
-            "head": "linear",
-        },
-        "loss": {"name": "daal"},
-        "train": {
-            "epochs": 3,
-            "batch_size": 8,
-            "samples_per_class": 2,
-            "lr": 3e-3,
-            "accelerator": "cpu",
-            "cache_dir": str(tmp / "cache"),
-            "deterministic": True,
-            "val_classes": 2,
-        },
-    }
+    config = tiny_run_config(
+        data_root, tmp / "cache", train={"epochs": 3, "lr": 3e-3, "val_classes": 2}
+    )
     for section, values in sections.items():
-        base[section].update(values)
-    return base
+        config[section].update(values)
+    return config
 
 
 def train_run(tmp: Path, data_root: Path, **sections: dict) -> Path:

@@ -415,7 +415,7 @@ def train(
     if isinstance(saved_pretrained, dict):
         pretrained = saved_pretrained
     elif rank_zero:
-        pretrained = _pretrained(model, data, cfg)
+        pretrained = pretrained_metrics(model, data, cfg)
     else:
         pretrained = {}  # only global rank 0 writes metrics.json and checkpoints
     if checkpoint is None:
@@ -562,12 +562,6 @@ def _warn_skipped(data: RunData, output: Path) -> None:
         "them, data.strict: true makes them an error",
         stacklevel=3,
     )
-
-
-def _pretrained(model: EmbeddingModel, data: RunData, cfg: Config) -> dict[str, float]:
-    if data.features or model.backbone is not None:
-        return pretrained_metrics(model, data, cfg)
-    raise AssertionError("unreachable: an image run always has a backbone")
 
 
 # ---------------------------------------------------------------------------- evaluation
