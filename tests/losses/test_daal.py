@@ -247,6 +247,44 @@ def test_float32_close_to_float64():
     assert abs(single.item() - double.item()) < 1e-5 * abs(double.item())
 
 
+def test_frozen_vertices_give_the_same_embedding_gradient():
+    """A rigid line (vertices without grad) skips the vertex gradient, not the embedding one."""
+    loss_fn = DAALLoss(6, 5, segment="line").double()
+    x, y = _random_case(2, 6, 12, 5, 5)
+    grads = []
+    for trainable in (True, False):
+        loss_fn.vertices.requires_grad_(trainable)
+        loss_fn.vertices.grad = None
+        embeddings = x.clone().requires_grad_()
+        loss_fn.eval()
+        loss_fn(embeddings, y).backward()
+        grads.append(embeddings.grad)
+        assert (loss_fn.vertices.grad is None) is not trainable
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("spread", "tolerance"), [(0.0, 1e-4), (0.5, 1e-5)])
+def test_float32_gradients_close_to_float64(spread, tolerance):
+    """Short segments (random init) are the hard case for t; gradients must stay accurate."""
+    torch.manual_seed(0)
+    num_classes, dim, batch = 50, 64, 40
+    single = DAALLoss(num_classes, dim)
+    with torch.no_grad():
+        single.vertices[:, 1] += spread * torch.randn(num_classes, dim) / dim**0.5
+    double = DAALLoss(num_classes, dim).double()
+    double.load_state_dict(single.state_dict())
+    x, y = _random_case(1, num_classes, batch, dim, present=20)
+    for _ in range(2):  # the second step also has statistics, margins and the elastic term
+        grads = []
+        for loss_fn, dtype in ((single, torch.float32), (double, torch.float64)):
+            embeddings = x.detach().to(dtype).requires_grad_()
+            loss_fn.zero_grad()
+            loss_fn(embeddings, y).backward()
+            grads.append((embeddings.grad.double(), loss_fn.vertices.grad.double()))
+        for got, want in zip(grads[0], grads[1], strict=True):
+            assert (got - want).norm() / want.norm() < tolerance
+
+
 def test_input_validation_names_the_problem():
     loss_fn = DAALLoss(4, 3)
     with pytest.raises(ValueError, match=r"label 4 is outside \[0, 4\)"):

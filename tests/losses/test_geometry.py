@@ -9,7 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from daalml.losses.geometry import safe_norm, segment_distances, segment_geometry
+from daalml.losses.geometry import (
+    paired_segment_geometry,
+    segment_distances,
+    segment_geometry,
+)
 
 DIM = 4
 coords = st.floats(min_value=-3.0, max_value=3.0, allow_nan=False, width=64)
@@ -92,11 +96,18 @@ def test_many_classes_at_once_equal_one_at_a_time():
     torch.testing.assert_close(geometry.direction_norm_sq, ((b - a) ** 2).sum(1))
 
 
-def test_safe_norm_has_zero_gradient_at_zero():
-    squared = torch.tensor([0.0, 4.0], requires_grad=True)
-    safe_norm(squared).sum().backward()
-    assert torch.isfinite(squared.grad).all()
-    assert squared.grad.tolist() == [0.0, 0.25]
+@pytest.mark.parametrize("mode", ["segment", "line", "point"])
+def test_paired_geometry_is_the_diagonal_of_the_batched_one(mode):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    a = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    b = a + torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    full = segment_geometry(x, a, b, mode)
+    paired = paired_segment_geometry(x, a, b, mode)
+    torch.testing.assert_close(paired.squared_distance, full.squared_distance.diagonal())
+    torch.testing.assert_close(paired.offset, full.offset.diagonal())
+    if mode != "point":
+        torch.testing.assert_close(paired.direction_norm_sq, full.direction_norm_sq)
 
 
 def test_unknown_mode_is_rejected():

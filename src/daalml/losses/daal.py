@@ -12,8 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daalml.losses.daal_function import ProxySegmentLoss
-from daalml.losses.geometry import EPS, SEGMENT_MODES, SegmentMode, safe_norm, segment_geometry
+from daalml.losses.daal_function import DAALFunction, DAALOptions
+from daalml.losses.geometry import (
+    EPS,
+    SEGMENT_MODES,
+    SegmentMode,
+    paired_segment_geometry,
+    segment_geometry,
+)
 
 INIT_MODES: tuple[str, ...] = ("random", "data")
 _INIT_NOISE = 1e-2  # relative size of b_c - a_c at random init
@@ -133,69 +139,58 @@ class DAALLoss(nn.Module):
         self._check_inputs(embeddings, labels)
         labels = labels.long()
         with torch.autocast(embeddings.device.type, enabled=False):
-            x = self._prepare(embeddings)
-            start, end = self._endpoints(x.dtype)
-            direction = end - start
-            margins = self.margins().to(x.dtype)
-            loss, intra, inter = ProxySegmentLoss.apply(
-                x, start, direction, labels, margins, self.alpha, self.lambda_daal, self.segment
+            dtype = self._compute_dtype(embeddings)
+            vertices = self.vertices.to(dtype)
+            elastic_on = self.lambda_len != 0 and self.segment != "point"
+            loss, intra, inter, elastic, own = DAALFunction.apply(
+                embeddings.to(dtype),
+                vertices,
+                labels,
+                self.margins().to(dtype),
+                self.gamma_len * self.sigma_par.to(dtype),
+                self.seen_par.to(dtype),
+                DAALOptions(
+                    alpha=self.alpha,
+                    lambda_inter=self.lambda_daal,
+                    lambda_len=self.lambda_len if elastic_on else 0.0,
+                    mode=self.segment,
+                    normalize=self.normalize,
+                ),
             )
-            elastic = torch.zeros((), dtype=x.dtype, device=x.device)
-            if self.lambda_len != 0 and self.segment != "point":
-                elastic = self._elastic_term(direction)
-                loss = loss + self.lambda_len * elastic
-            self.last_terms = {"intra": intra, "inter": inter, "elastic": elastic.detach()}
+            self.last_terms = {"intra": intra, "inter": inter, "elastic": elastic}
             if self.training:
-                self._update_statistics(x, start, direction, labels)
+                self._update_statistics(own[:, 0], own[:, 1], labels)
         return loss
-
-    def _elastic_term(self, direction: torch.Tensor) -> torch.Tensor:
-        half_length = 0.5 * safe_norm((direction * direction).sum(dim=1))
-        target = self.gamma_len * self.sigma_par.to(direction.dtype)
-        # the mask is cloned: autograd keeps it, and the statistics update changes it in place
-        residual = (half_length - target)[self.seen_par.clone()]
-        return residual.pow(2).sum() / self.num_classes
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
     def _update_statistics(
-        self, x: torch.Tensor, start: torch.Tensor, direction: torch.Tensor, labels: torch.Tensor
+        self, own_dist_sq: torch.Tensor, own_coord: torch.Tensor, labels: torch.Tensor
     ) -> None:
-        """Blend in this batch's per-class thickness and length (own-class pairs only: O(B*d))."""
+        """Blend in this batch's per-class thickness and length.
+
+        ``own_dist_sq`` and ``own_coord`` (B,) are each sample's D^2 to its own class segment
+        and its coordinate p along that class's line (ignored in point mode).
+        """
         counts = torch.bincount(labels, minlength=self.num_classes)
-        residual = x - start[labels]  # x_i - a_{y_i}
-        coords = torch.zeros(labels.shape[0], dtype=x.dtype, device=x.device)
-        if self.segment != "point":
-            own_dir = direction[labels]
-            offset = (residual * own_dir).sum(dim=1)
-            dir_sq = (own_dir * own_dir).sum(dim=1)
-            t = offset / (dir_sq + EPS)
-            if self.segment == "segment":
-                t = t.clamp(0.0, 1.0)
-            residual = residual - t[:, None] * own_dir
-            coords = offset / (dir_sq.sqrt() + EPS)
-        dist_sq = (residual * residual).sum(dim=1)
-        zeros = torch.zeros(self.num_classes, dtype=x.dtype, device=x.device)
-        batch_perp = (zeros.index_add(0, labels, dist_sq) / counts.clamp_min(1)).sqrt()
-        self._blend("sigma_perp", "seen", batch_perp, counts > 0)
+        per_sample = torch.stack([own_dist_sq, own_coord], dim=1)
+        means = per_sample.new_zeros(self.num_classes, 2).index_add_(0, labels, per_sample)
+        means.div_(counts.clamp_min(1)[:, None])
+        self._blend(self.sigma_perp, self.seen, means[:, 0].sqrt(), counts > 0)
         if self.segment == "point":
             return
-        mean = zeros.index_add(0, labels, coords) / counts.clamp_min(1)
-        sum_sq = zeros.index_add(0, labels, (coords - mean[labels]).pow(2))
+        deviations = (own_coord - means[labels, 1]).square()
+        sum_sq = means.new_zeros(self.num_classes).index_add_(0, labels, deviations)
         batch_par = (sum_sq / (counts - 1).clamp_min(1)).sqrt()  # unbiased std
-        self._blend("sigma_par", "seen_par", batch_par, counts >= 2)
+        self._blend(self.sigma_par, self.seen_par, batch_par, counts >= 2)
 
     def _blend(
-        self, stat_name: str, seen_name: str, batch: torch.Tensor, mask: torch.Tensor
+        self, stat: torch.Tensor, seen: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor
     ) -> None:
         """First sight copies the batch value, later sights blend it in with the momentum."""
-        stat: torch.Tensor = getattr(self, stat_name)
-        seen: torch.Tensor = getattr(self, seen_name)
         batch = batch.to(stat.dtype)
-        first = mask & ~seen
-        again = mask & seen
-        stat[first] = batch[first]
-        stat[again] = self.momentum * stat[again] + (1.0 - self.momentum) * batch[again]
+        blended = torch.where(seen, stat.lerp(batch, 1.0 - self.momentum), batch)
+        stat.copy_(torch.where(mask, blended, stat))
         seen |= mask
 
     # ------------------------------------------------------------------ "data" init
@@ -226,7 +221,9 @@ class DAALLoss(nn.Module):
         for name in ("sigma_perp", "sigma_par", "seen", "seen_par"):
             getattr(self, name).zero_()
         start, end = self._endpoints(x.dtype)
-        self._update_statistics(x, start, end - start, labels)
+        own = paired_segment_geometry(x, start[labels], end[labels], self.segment)
+        own_coord = own.offset / (own.direction_norm_sq.sqrt() + EPS)
+        self._update_statistics(own.squared_distance, own_coord, labels)
 
     # ------------------------------------------------------------------ validation
     def _check_embeddings(self, embeddings: torch.Tensor) -> None:

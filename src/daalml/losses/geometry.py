@@ -2,7 +2,8 @@
 
 Everything is derived from two products with the embeddings (against the first vertex ``a``
 and against the direction ``u = b - a``), fused here into one ``(B x d) @ (d x 2C)`` product,
-plus per-row and per-class norms. Nothing of size ``B x C x d`` is ever built.
+plus per-row and per-class norms. Nothing of size ``B x C x d`` is ever built. (The loss
+itself, ``daal_function.py``, uses its own fused version of the same formulas.)
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ EPS = 1e-12
 class SegmentGeometry:
     """Per (sample, class) quantities of the point-to-segment projection."""
 
-    squared_distance: torch.Tensor  # (B, C) |x_i - q_ic|^2, clamped at 0
-    offset: torch.Tensor  # (B, C) <x_i - a_c, u_c>
-    direction_norm_sq: torch.Tensor  # (C,) |u_c|^2
+    squared_distance: torch.Tensor  # (B, C) |x_i - q_ic|^2, clamped at 0; (B,) when paired
+    offset: torch.Tensor  # (B, C) <x_i - a_c, u_c>; (B,) when paired
+    direction_norm_sq: torch.Tensor  # (C,) |u_c|^2; (B,) when paired
 
 
 def segment_geometry(
@@ -62,6 +63,29 @@ def segment_geometry(
     return SegmentGeometry(dist_sq.clamp_min(0.0), offset, dir_sq)
 
 
+def paired_segment_geometry(
+    points: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    mode: SegmentMode = "segment",
+) -> SegmentGeometry:
+    """Row i of ``points`` against row i of ``start``/``end`` only: (B,) results in O(B*d)."""
+    if mode not in SEGMENT_MODES:
+        raise ValueError(f"segment mode must be one of {SEGMENT_MODES}, got {mode!r}")
+    residual = points - start
+    if mode == "point":
+        zeros = torch.zeros_like(residual[:, 0])
+        return SegmentGeometry((residual * residual).sum(dim=1), zeros, zeros)
+    direction = end - start
+    offset = (residual * direction).sum(dim=1)
+    dir_sq = (direction * direction).sum(dim=1)
+    t = offset / (dir_sq + EPS)
+    if mode == "segment":
+        t = t.clamp(0.0, 1.0)
+    residual = residual - t[:, None] * direction
+    return SegmentGeometry((residual * residual).sum(dim=1), offset, dir_sq)
+
+
 def segment_distances(
     points: torch.Tensor,
     start: torch.Tensor,
@@ -70,9 +94,3 @@ def segment_distances(
 ) -> torch.Tensor:
     """Euclidean distance (B, C) from every point to every class segment."""
     return segment_geometry(points, start, end, mode).squared_distance.sqrt()
-
-
-def safe_norm(squared: torch.Tensor) -> torch.Tensor:
-    """sqrt with a zero (not NaN) gradient where the squared norm is exactly 0."""
-    positive = squared > 0
-    return torch.where(positive, squared.clamp_min(EPS * EPS).sqrt(), torch.zeros_like(squared))
