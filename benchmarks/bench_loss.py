@@ -1,6 +1,7 @@
 """DAAL forward+backward against PML's ProxyAnchorLoss and the raw products, side by side.
 
     python benchmarks/bench_loss.py [--batch 128,256,512] [--classes 100,1000,10000] [--dim 512]
+        [--repeats 7] [--threads 1] [--device cpu|cuda]
 
 Prints a markdown table of median milliseconds and the DAAL / Proxy-Anchor ratio, all measured in
 this one process (timings drift about +-30% between runs on a shared machine).
@@ -19,15 +20,27 @@ from pytorch_metric_learning.losses import ProxyAnchorLoss
 from daalml import DAALLoss
 
 
-def interleaved_median_ms(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median wall time of each step, the steps taking turns so that machine load hits all alike."""
+def interleaved_median_ms(
+    steps: dict[str, Callable[[], None]], repeats: int, device: torch.device | None = None
+) -> dict[str, float]:
+    """Median wall time of each step, the steps taking turns so that machine load hits all alike.
+
+    On a GPU each step is timed up to the end of its queued work (synchronised before and after).
+    """
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for step in steps.values():
         step()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             times[name].append((time.perf_counter() - start) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -52,6 +65,36 @@ def products_step(embeddings: torch.Tensor, weights: torch.Tensor):
     return step
 
 
+def loss_table(
+    batches: list[int], classes: list[int], dim: int, repeats: int, device: torch.device
+) -> list[str]:
+    """Markdown rows: Proxy-Anchor, DAAL and the raw products, side by side, per (B, C)."""
+    rows = [
+        "| B | C | ProxyAnchor ms | DAAL ms | DAAL / PA | 2 products fwd+bwd ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for batch in batches:
+        for num_classes in classes:
+            embeddings = torch.randn(batch, dim, device=device)
+            labels = torch.randint(0, num_classes, (batch,), device=device)
+            daal = DAALLoss(num_classes, dim).to(device)
+            proxy_anchor = ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32).to(device)
+            weights = torch.randn(2 * num_classes, dim, device=device)
+            steps = {
+                "pa": loss_step(proxy_anchor, embeddings, labels),
+                "daal": loss_step(daal, embeddings, labels),
+                "raw": products_step(embeddings, weights),
+            }
+            ms = interleaved_median_ms(
+                steps, max(3, repeats if num_classes <= 1000 else repeats // 2), device
+            )
+            rows.append(
+                f"| {batch} | {num_classes} | {ms['pa']:.2f} | {ms['daal']:.2f} "
+                f"| {ms['daal'] / ms['pa']:.2f} | {ms['raw']:.2f} |"
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", default="128,256,512")
@@ -59,33 +102,17 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, d={args.dim}\n")
-    print("| B | C | ProxyAnchor ms | DAAL ms | DAAL / PA | 2 products fwd+bwd ms |")
-    print("|---|---|---|---|---|---|")
-    for batch in map(int, args.batch.split(",")):
-        for classes in map(int, args.classes.split(",")):
-            embeddings = torch.randn(batch, args.dim)
-            labels = torch.randint(0, classes, (batch,))
-            daal = DAALLoss(classes, args.dim)
-            proxy_anchor = ProxyAnchorLoss(classes, args.dim, margin=0.1, alpha=32)
-            repeats = max(3, args.repeats if classes <= 1000 else args.repeats // 2)
-            ms = interleaved_median_ms(
-                {
-                    "pa": loss_step(proxy_anchor, embeddings, labels),
-                    "daal": loss_step(daal, embeddings, labels),
-                    "raw": products_step(embeddings, torch.randn(2 * classes, args.dim)),
-                },
-                repeats,
-            )
-            pa_ms, daal_ms, raw_ms = ms["pa"], ms["daal"], ms["raw"]
-            print(
-                f"| {batch} | {classes} | {pa_ms:.1f} | {daal_ms:.1f} | {daal_ms / pa_ms:.2f} "
-                f"| {raw_ms:.1f} |"
-            )
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, d={args.dim}\n")
+    batches = [int(b) for b in args.batch.split(",")]
+    classes = [int(c) for c in args.classes.split(",")]
+    print("\n".join(loss_table(batches, classes, args.dim, args.repeats, device)))
 
 
 if __name__ == "__main__":

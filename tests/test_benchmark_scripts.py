@@ -1,0 +1,52 @@
+"""The benchmark scripts still run (tiny sizes, CPU); their figures are never asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_gpu_check_runs_on_cpu_with_a_tiny_model(tmp_path):
+    out = tmp_path / "gpu.json"
+    stdout = _run(
+        "bench_gpu.py",
+        "--device", "cpu", "--backbone", "small_cnn", "--batch", "8", "--image-size", "32",
+        "--steps", "2", "--precisions", "32-true,bf16-mixed",
+        "--loss-batch", "16", "--loss-classes", "10", "--loss-repeats", "3",
+        "--json", str(out),
+    )  # fmt: skip
+    assert "| bf16-mixed | True |" in stdout
+    payload = json.loads(out.read_text())
+    assert payload["device"] == "CPU"
+    assert [(r["precision"], r["channels_last"]) for r in payload["training"]] == [
+        ("32-true", False),
+        ("32-true", True),
+        ("bf16-mixed", False),
+        ("bf16-mixed", True),
+    ]
+    assert all(r["pipeline_images_per_s"] > 0 for r in payload["training"])
+    assert payload["loss_table"][2].startswith("| 16 | 10 |")
+
+
+def test_loss_benchmark_prints_one_row_per_size():
+    stdout = _run("bench_loss.py", "--batch", "8,16", "--classes", "5", "--repeats", "3")
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [row.split("|")[1:3] for row in rows] == [[" 8 ", " 5 "], [" 16 ", " 5 "]]
