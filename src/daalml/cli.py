@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -32,16 +33,28 @@ SetOption = Annotated[
 ]
 
 
-def _guard(action: Callable[[], T]) -> T:
-    """Run ``action``; a DaalmlError becomes one line on stderr and exit code 2."""
+def _guard(action: Callable[[], T], on_interrupt: Callable[[], str] | None = None) -> T:
+    """Run ``action``; a DaalmlError becomes one line on stderr and exit code 2.
+
+    Ctrl-C exits with 130 after one line: ``on_interrupt()`` says what was kept, if anything.
+    """
     try:
         return action()
     except DaalmlError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
-        console.print("interrupted: the last checkpoint was saved; rerun with --resume")
+        message = on_interrupt() if on_interrupt else "interrupted"
+        console.print(message, highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(code=130) from None
+
+
+def interrupted_run(run_dir: Path, since: float) -> str:
+    """What a Ctrl-C'd training left: a checkpoint written since ``since``, or nothing."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and last.stat().st_mtime >= since:
+        return f"interrupted: {last} was saved; rerun with --resume to continue"
+    return "interrupted before the first checkpoint: nothing to resume, rerun to start again"
 
 
 def metrics_table(rows: dict[str, dict[str, Any]], title: str = "") -> Table:
@@ -69,14 +82,14 @@ def train(
     from daalml.config import load_config
     from daalml.engine.run import train as run_train
 
-    def action() -> dict[str, Any]:
-        cfg = load_config(config, set_ or ())
-        out = output or Path("runs") / config.stem
-        return run_train(cfg, out, resume=resume)
+    out = output or Path("runs") / config.stem
 
-    results = _guard(action)
+    def action() -> dict[str, Any]:
+        return run_train(load_config(config, set_ or ()), out, resume=resume)
+
+    started = time.time()
+    results = _guard(action, lambda: interrupted_run(out, started))
     if results:
-        out = output or Path("runs") / config.stem
         rows = {"pretrained": results["pretrained"], "trained": results}
         Console(width=120).print(
             metrics_table(rows, title=f"test metrics (%) -> {out / 'metrics.json'}")

@@ -389,7 +389,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches_uninterrupted_run(
     _interrupt_at(monkeypatch, STEPS_PER_EPOCH + 1)
     result = _train(config, run)
     assert result.exit_code == 130, result.output
-    assert "interrupted" in result.output
+    assert "last.ckpt was saved; rerun with --resume" in result.output
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before again
     saved = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert saved["global_step"] == STEPS_PER_EPOCH + 2  # the step in progress was finished
@@ -495,6 +495,18 @@ def _signal_mid_epoch(config: Path, run: Path, signum: int) -> subprocess.Comple
     return subprocess.CompletedProcess(child.args, child.returncode, output.read_text(), "")
 
 
+def test_interrupt_message_names_only_a_checkpoint_written_by_this_run(tmp_path: Path) -> None:
+    from daalml.cli import interrupted_run
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert "nothing to resume" in interrupted_run(tmp_path, since=0.0)
+    last.parent.mkdir()
+    last.write_bytes(b"an older run's checkpoint")
+    os.utime(last, (1000.0, 1000.0))
+    assert "nothing to resume" in interrupted_run(tmp_path, since=2000.0)
+    assert f"{last} was saved" in interrupted_run(tmp_path, since=500.0)
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     config = _kill_config(tmp_path)
@@ -515,7 +527,7 @@ def test_terminal_ctrl_c_with_data_workers_saves_and_resumes_exactly(tmp_path: P
     run, straight = tmp_path / "run", tmp_path / "straight"
     stopped = _signal_mid_epoch(config, run, signal.SIGINT)
     assert stopped.returncode == 130, stopped.stdout[-3000:]
-    assert "interrupted: the last checkpoint was saved" in stopped.stdout
+    assert "last.ckpt was saved; rerun with --resume" in stopped.stdout
     saved = load_checkpoint(run / "checkpoints" / "last.ckpt")
     epoch, done = resume_point(saved)
     assert epoch == 1 and done >= 1  # saved inside epoch 1

@@ -34,5 +34,5 @@ def benchmark(
         cfg = load_config(config, set_ or ())
         return run_benchmark(cfg, parse_losses(losses), seeds, out)
 
-    _guard(action)
+    _guard(action, lambda: f"interrupted: finished runs stay in {out}; rerun to resume the rest")
     Console(width=140).print((out / "results.md").read_text(), markup=False)
