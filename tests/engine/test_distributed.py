@@ -150,6 +150,22 @@ def _rank_eval_gather(rank: int) -> dict[str, Any]:
     return out
 
 
+def _rank_embed_sharded(rank: int) -> dict[str, Any]:
+    """The test-set embedding after training: each rank embeds its share, all get everything."""
+    from daalml.engine.run import embed_sharded
+
+    rows = torch.arange(21, dtype=torch.float32).reshape(7, 3)
+    dataset = TensorDataset(rows, torch.arange(7) % 3)
+    seen: list[int] = []
+
+    def fn(inputs: torch.Tensor) -> torch.Tensor:
+        seen.extend(inputs[:, 0].long().div(3, rounding_mode="floor").tolist())
+        return inputs * 2
+
+    embeddings, labels = embed_sharded(fn, dataset, batch_size=2, device=torch.device("cpu"))
+    return {"embeddings": embeddings, "labels": labels, "seen": seen}
+
+
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -159,6 +175,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         }
         results["sampler"] = _rank_sampler(rank)
         results["eval"] = _rank_eval_gather(rank)
+        results["embed_sharded"] = _rank_embed_sharded(rank)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -224,6 +241,17 @@ def test_evaluation_shards_gather_back_in_order(ranks: list[dict[str, Any]]) -> 
             expected = torch.arange(length, dtype=torch.float32)[:, None].repeat(1, 3)
             assert torch.equal(rank["eval"][length], expected)
     assert [rank["eval"]["world"] for rank in ranks] == [(2, 0), (2, 1)]
+
+
+def test_test_set_is_embedded_in_shares_and_gathered_in_order(
+    ranks: list[dict[str, Any]],
+) -> None:
+    assert [r["embed_sharded"]["seen"] for r in ranks] == [[0, 1, 2, 3], [4, 5, 6]]
+    for r in ranks:
+        torch.testing.assert_close(
+            r["embed_sharded"]["embeddings"], 2 * torch.arange(21.0).reshape(7, 3)
+        )
+        assert r["embed_sharded"]["labels"].tolist() == [0, 1, 2, 0, 1, 2, 0]
 
 
 def test_gather_backward_sums_every_ranks_gradient(ranks: list[dict[str, Any]]) -> None:

@@ -45,10 +45,13 @@ from daalml.engine.data import (
     train_loader,
 )
 from daalml.engine.distributed import (
+    gather_tensor,
+    is_distributed,
     launched_as_rank_zero,
     launched_local_rank,
     shard,
     strategy,
+    world,
 )
 from daalml.engine.module import EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
@@ -103,16 +106,37 @@ def embed(
     return torch.cat(outputs), torch.cat(labels)
 
 
+def embed_sharded(
+    fn, dataset: Dataset, *, batch_size: int, device: torch.device, num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`embed` split across DDP ranks: each embeds its contiguous share, all get it all.
+
+    The gathered rows come back in the dataset's order; without a process group this is
+    :func:`embed`. Every rank needs a non-empty share (``len(dataset) >= world size``).
+    """
+    kwargs = {"batch_size": batch_size, "device": device, "num_workers": num_workers}
+    if not is_distributed():
+        return embed(fn, dataset, **kwargs)
+    size, rank = world()
+    embeddings, labels = embed(fn, Subset(dataset, list(shard(len(dataset), size, rank))), **kwargs)
+    return gather_tensor(embeddings, device), gather_tensor(labels, device)
+
+
 def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, float]:
+    """Test metrics of ``fn``; under DDP every rank embeds a share and rank 0 alone scores."""
     kwargs = {"batch_size": cfg.train.eval_batch_size, "device": device}
     if not data.features:
         kwargs["num_workers"] = cfg.data.num_workers
     if data.test is not None:
-        embeddings, labels = embed(fn, data.test, **kwargs)
+        embeddings, labels = embed_sharded(fn, data.test, **kwargs)
+        if world()[1] != 0:
+            return {}
         return retrieval_metrics(embeddings, labels, ks=cfg.eval.ks, seed=cfg.train.seed)
     assert data.query is not None and data.gallery is not None
-    q, ql = embed(fn, data.query, **kwargs)
-    g, gl = embed(fn, data.gallery, **kwargs)
+    q, ql = embed_sharded(fn, data.query, **kwargs)
+    g, gl = embed_sharded(fn, data.gallery, **kwargs)
+    if world()[1] != 0:
+        return {}
     return query_gallery_metrics(q, ql, g, gl, ks=cfg.eval.ks, seed=cfg.train.seed)
 
 
@@ -489,15 +513,11 @@ def train(
         )
         datamodule = _DataModule(data, cfg, epoch=start[0], skip=start[1])
         _fit(trainer, module, datamodule, last if resume else None, interrupt)
+    selected_epoch = _select_best(trainer, module, selector.best_model_path if has_val else "")
+    test_metrics = model_metrics(module, data, cfg)  # under DDP every rank embeds a share
     if not trainer.is_global_zero:
         return {}
-    selected_epoch = trainer.current_epoch - 1
-    best = selector.best_model_path
-    if has_val and best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)
-        module.load_state_dict(state["state_dict"])
-        selected_epoch = state["epoch"]
-    results: dict[str, Any] = dict(model_metrics(module, data, cfg))
+    results: dict[str, Any] = dict(test_metrics)
     results["pretrained"] = pretrained
     results["selected_epoch"] = int(selected_epoch)
     results["skipped_images"] = len(data.skipped_images)
@@ -505,6 +525,23 @@ def train(
     _write_json(output / METRICS_FILE, results)
     _warn_skipped(data, output)
     return results
+
+
+def _select_best(trainer: L.Trainer, module: EmbeddingModule, best: str) -> int:
+    """Give every rank the weights of ``best`` (read by rank 0, broadcast); the selected epoch.
+
+    With no best checkpoint the module keeps its last weights (the last epoch is selected).
+    Broadcasting, rather than reading on every rank, needs no file system shared by the nodes.
+    """
+    state = None
+    if trainer.is_global_zero and best and Path(best).is_file():
+        saved = torch.load(best, map_location="cpu", weights_only=False)
+        state = {"state_dict": saved["state_dict"], "epoch": int(saved["epoch"])}
+    state = trainer.strategy.broadcast(state, src=0)
+    if state is None:
+        return trainer.current_epoch - 1
+    module.load_state_dict(state["state_dict"])
+    return state["epoch"]
 
 
 def _fit(
@@ -541,7 +578,7 @@ def _fit(
 
 
 def _check_processes(data: RunData, cfg: Config) -> None:
-    """Every DDP process needs at least one validation image of its own to embed."""
+    """Every DDP process needs at least one validation and one test image of its own to embed."""
     processes = cfg.train.devices * cfg.train.num_nodes
     if data.val is not None and len(data.val) < processes:
         raise DaalmlError(
@@ -549,6 +586,13 @@ def _check_processes(data: RunData, cfg: Config) -> None:
             f"{len(data.val)} images, fewer than the {processes} processes "
             "(train.devices x train.num_nodes); raise train.val_classes"
         )
+    for name in ("test", "query", "gallery"):
+        split = getattr(data, name)
+        if split is not None and len(split) < processes:
+            raise DaalmlError(
+                f"data.root={cfg.data.root}: the {name} split has {len(split)} images, fewer "
+                f"than the {processes} processes (train.devices x train.num_nodes)"
+            )
 
 
 def _warn_skipped(data: RunData, output: Path) -> None:
