@@ -2,14 +2,16 @@
 
 Pure functions over embeddings and integer labels: Recall@k, MAP@R and R-precision
 (Musgrave et al., "A Metric Learning Reality Check", as PML's AccuracyCalculator computes
-them) and NMI of a k-means clustering. Neighbours come from chunked torch matmul + topk on
-L2-normalised embeddings (cosine similarity), so no N x N matrix is ever built and the
-per-query metrics are accumulated chunk by chunk.
+them) and NMI of a k-means clustering. Neighbours come from an exact chunked search on
+L2-normalised embeddings (cosine similarity; see :mod:`daalml._knn` for the fp32 and the
+certified bf16 backends), so no N x N matrix is ever built and the per-query metrics are
+accumulated chunk by chunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -17,11 +19,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
+from daalml._knn import KnnBackend, iter_knn, resolve_backend
 from daalml.errors import DaalmlError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_KMEANS_NITER",
+    "KMEANS_SEED_MIN_POINTS",
+    "KMEANS_SEED_POINTS_PER_CLUSTER",
+    "KnnBackend",
     "count_unmatchable_queries",
     "knn",
     "query_gallery_metrics",
@@ -31,8 +37,17 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 1024
 """Queries per matmul block: a block costs chunk_size x gallery_size floats (400 MB at 100k)."""
 
-DEFAULT_KMEANS_NITER = 100
-"""Upper bound on k-means iterations for NMI (PML uses 20); faiss stops early once converged."""
+DEFAULT_KMEANS_NITER = 20
+"""Upper bound on k-means iterations for NMI, as PML's; faiss stops earlier once the objective
+stops changing (7-10 iterations on the benchmark data)."""
+
+KMEANS_SEED_POINTS_PER_CLUSTER = 10
+"""k-means++ seeds from a random subsample of this many points per cluster: seeding makes
+one memory-bound pass over its points per cluster, which on all 60k benchmark points cost
+more than PML's whole k-means; a sample misses a class with probability about e^-10."""
+
+KMEANS_SEED_MIN_POINTS = 10_000
+"""Sets up to this size are seeded from every point (the subsample would save little)."""
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
@@ -82,25 +97,8 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise DaalmlError(f"chunk_size: {chunk_size!r} is not a positive integer")
 
 
-def _iter_knn(
-    query: torch.Tensor, gallery: torch.Tensor, k: int, exclude_self: bool, chunk_size: int
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Yield ``(start, scores, indices)`` per query block, over L2-normalised inputs.
-
-    ``k`` must already be clamped to the available gallery size. Ties are ordered by
-    ascending gallery index so results do not depend on topk's internal order.
-    """
-    for start in range(0, query.shape[0], chunk_size):
-        sim = query[start : start + chunk_size] @ gallery.T
-        if exclude_self:
-            rows = torch.arange(sim.shape[0], device=sim.device)
-            sim[rows, rows + start] = float("-inf")
-        scores, indices = torch.topk(sim, k, dim=1, largest=True, sorted=False)
-        del sim
-        by_index = torch.argsort(indices, dim=1)
-        scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-        yield start, scores.gather(1, order), indices.gather(1, order)
+def _check_backend(backend: str) -> None:
+    resolve_backend(backend, torch.device("cpu"), 0)  # raises on an unknown name
 
 
 def knn(
@@ -110,14 +108,23 @@ def knn(
     *,
     exclude_self: bool,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    backend: KnnBackend = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine-similarity k nearest neighbours of each query in ``gallery``.
+    """Cosine-similarity k nearest neighbours of each query in ``gallery``, exactly.
 
     Inputs are L2-normalised here. With ``exclude_self`` the query set must be the gallery
     (row i of both is the same sample) and each query's own index is excluded, so exact
     duplicates of a query still count as neighbours. Returns float32 ``scores`` and int64
-    ``indices`` of shape (n_query, min(k, available)), best first, equal scores among the
-    returned ones by lower gallery index, on the query's device.
+    ``indices`` of shape (n_query, min(k, available)), best first, equal scores by lower
+    gallery index (also at the k boundary), on the query's device.
+
+    ``backend``: ``"exact"`` is one fp32 matmul + topk per chunk; ``"bf16"`` (CPU only)
+    takes candidates from a bf16 matmul, rescores them in fp32 and proves per query, from a
+    bound on the bf16 error, that nothing left out could rank in the top k (else the query
+    gets more candidates, then is redone exactly). Both give the same neighbours and, with
+    MKL, the same fp32 scores (another BLAS may differ in the last bit). ``"auto"`` uses
+    bf16 for CPU searches of at least ~3000 x 3000 when a once-per-process probe finds
+    bf16 matmul at least twice as fast as fp32 on this machine, else exact.
     """
     q = F.normalize(_as_embeddings(query, "query"), dim=1)
     g = F.normalize(_as_embeddings(gallery, "gallery"), dim=1).to(q.device)
@@ -126,6 +133,7 @@ def knn(
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise DaalmlError(f"k: {k!r} is not a positive integer")
     _check_chunk_size(chunk_size)
+    _check_backend(backend)
     if exclude_self and q.shape[0] != g.shape[0]:
         raise DaalmlError(
             f"exclude_self: query has {q.shape[0]} rows but gallery has {g.shape[0]};"
@@ -136,7 +144,9 @@ def knn(
     if k_eff < 1:
         raise DaalmlError("gallery: no neighbours available (one sample and exclude_self=True)")
     with torch.no_grad():
-        blocks = list(_iter_knn(q, g, k_eff, exclude_self, chunk_size))
+        blocks = list(
+            iter_knn(q, g, k_eff, exclude_self=exclude_self, chunk_size=chunk_size, backend=backend)
+        )
     return torch.cat([b[1] for b in blocks]), torch.cat([b[2] for b in blocks])
 
 
@@ -188,29 +198,47 @@ def _nmi(embeddings: torch.Tensor, labels: torch.Tensor, seed: int, niter: int) 
 
     k-means++ seeding (faiss >= the Dec 2025 release that added ``init_method``; random
     seeding before that): random seeding, as in PML, often merges two of a handful of
-    perfectly separated classes. It costs about as much as 15 Lloyd iterations.
+    perfectly separated classes. Seeding runs on a subsample (see
+    ``KMEANS_SEED_POINTS_PER_CLUSTER``), Lloyd iterations on every point.
     """
     x = np.ascontiguousarray(embeddings.cpu().numpy(), dtype=np.float32)
     y = labels.cpu().numpy()
     n_clusters = len(np.unique(y))
-    init = {} if _KMEANS_PLUS_PLUS is None else {"init_method": _KMEANS_PLUS_PLUS}
-    kmeans = faiss.Kmeans(
-        x.shape[1],
+    kmeans = _faiss_kmeans(x.shape[0], x.shape[1], n_clusters, seed, niter)
+    kmeans.train(x, init_centroids=_kmeans_pp_seeds(x, n_clusters, seed))
+    _, assign = kmeans.index.search(x, 1)
+    return float(normalized_mutual_info_score(y, assign.ravel()))
+
+
+def _faiss_kmeans(n: int, dim: int, n_clusters: int, seed: int, niter: int) -> faiss.Kmeans:
+    kwargs: dict[str, Any] = {} if _KMEANS_PLUS_PLUS is None else {"init_method": _KMEANS_PLUS_PLUS}
+    return faiss.Kmeans(
+        dim,
         n_clusters,
         niter=niter,
         seed=seed,
         verbose=False,
         min_points_per_centroid=1,  # DML test sets have few points per class: no warning
-        max_points_per_centroid=x.shape[0],  # cluster every point, no subsampling
-        **init,
+        max_points_per_centroid=n,  # cluster every point, no subsampling
+        **kwargs,
     )
-    kmeans.train(x)
-    _, assign = kmeans.index.search(x, 1)
-    return float(normalized_mutual_info_score(y, assign.ravel()))
 
 
-def _check_common(seed: int, kmeans_niter: int, chunk_size: int) -> None:
+def _kmeans_pp_seeds(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray | None:
+    """k-means++ centroids from a seeded subsample, or None: let faiss seed on all points."""
+    n_sample = max(KMEANS_SEED_MIN_POINTS, KMEANS_SEED_POINTS_PER_CLUSTER * n_clusters)
+    if _KMEANS_PLUS_PLUS is None or n_sample >= x.shape[0]:
+        return None
+    rng = np.random.default_rng(seed)
+    sample = x[np.sort(rng.choice(x.shape[0], n_sample, replace=False))]
+    seeder = _faiss_kmeans(n_sample, x.shape[1], n_clusters, seed, niter=0)
+    seeder.train(sample)
+    return seeder.centroids
+
+
+def _check_common(seed: int, kmeans_niter: int, chunk_size: int, backend: str) -> None:
     _check_chunk_size(chunk_size)
+    _check_backend(backend)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise DaalmlError(f"seed: {seed!r} is not an integer")
     if isinstance(kmeans_niter, bool) or not isinstance(kmeans_niter, int) or kmeans_niter < 1:
@@ -225,6 +253,7 @@ def retrieval_metrics(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     kmeans_niter: int = DEFAULT_KMEANS_NITER,
+    backend: KnnBackend = "auto",
 ) -> dict[str, float]:
     """Leave-one-out retrieval metrics and NMI of one embedded test set.
 
@@ -232,11 +261,12 @@ def retrieval_metrics(
     ``recall@k`` per k in ``ks``, ``map@r``, ``r_precision`` (R = number of other samples of
     the query's class; queries of single-sample classes are excluded) and ``nmi`` (k-means
     on all L2-normalised embeddings, k = number of classes, seeded by ``seed``).
+    ``backend`` picks the exact kNN search (see :func:`knn`); results do not depend on it.
     """
     emb = F.normalize(_as_embeddings(embeddings, "embeddings"), dim=1)
     lab = _as_labels(labels, emb.shape[0], "labels", emb.device)
     ks_ = _check_ks(ks)
-    _check_common(seed, kmeans_niter, chunk_size)
+    _check_common(seed, kmeans_niter, chunk_size, backend)
     _, inverse, counts = torch.unique(lab, return_inverse=True, return_counts=True)
     r_per_query = counts[inverse] - 1
     if not bool((r_per_query > 0).any()):
@@ -246,7 +276,8 @@ def retrieval_metrics(
         )
     k = min(max(max(ks_), int(counts.max()) - 1), emb.shape[0] - 1)
     with torch.no_grad():
-        out = _ranking_metrics(_iter_knn(emb, emb, k, True, chunk_size), lab, lab, r_per_query, ks_)
+        blocks = iter_knn(emb, emb, k, exclude_self=True, chunk_size=chunk_size, backend=backend)
+        out = _ranking_metrics(blocks, lab, lab, r_per_query, ks_)
     out["nmi"] = _nmi(emb, lab, int(seed), kmeans_niter)
     return out
 
@@ -261,12 +292,14 @@ def query_gallery_metrics(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     kmeans_niter: int = DEFAULT_KMEANS_NITER,
+    backend: KnnBackend = "auto",
 ) -> dict[str, float]:
     """Query-to-gallery retrieval metrics (In-Shop protocol) with the keys of retrieval_metrics.
 
     Queries rank the separate gallery by cosine similarity (no self-exclusion). R is the
     number of gallery samples of the query's class; queries without any are excluded.
     NMI clusters queries and gallery together (k = number of classes in their union).
+    ``backend`` picks the exact kNN search (see :func:`knn`); results do not depend on it.
     """
     q = F.normalize(_as_embeddings(query_embeddings, "query_embeddings"), dim=1)
     g = F.normalize(_as_embeddings(gallery_embeddings, "gallery_embeddings"), dim=1).to(q.device)
@@ -278,7 +311,7 @@ def query_gallery_metrics(
     ql = _as_labels(query_labels, q.shape[0], "query_labels", q.device)
     gl = _as_labels(gallery_labels, g.shape[0], "gallery_labels", q.device)
     ks_ = _check_ks(ks)
-    _check_common(seed, kmeans_niter, chunk_size)
+    _check_common(seed, kmeans_niter, chunk_size, backend)
     classes, counts = torch.unique(gl, return_counts=True)
     pos = torch.searchsorted(classes, ql).clamp(max=classes.shape[0] - 1)
     r_per_query = torch.where(classes[pos] == ql, counts[pos], 0)
@@ -288,6 +321,7 @@ def query_gallery_metrics(
         )
     k = min(max(max(ks_), int(counts.max())), g.shape[0])
     with torch.no_grad():
-        out = _ranking_metrics(_iter_knn(q, g, k, False, chunk_size), ql, gl, r_per_query, ks_)
+        blocks = iter_knn(q, g, k, exclude_self=False, chunk_size=chunk_size, backend=backend)
+        out = _ranking_metrics(blocks, ql, gl, r_per_query, ks_)
     out["nmi"] = _nmi(torch.cat([q, g]), torch.cat([ql, gl]), int(seed), kmeans_niter)
     return out

@@ -1,0 +1,334 @@
+"""Tests for daalml._knn: the certified bf16 backend returns the exact backend's neighbours."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import daalml._knn as K
+from daalml.errors import DaalmlError
+from daalml.metrics import knn, query_gallery_metrics, retrieval_metrics
+
+
+def unit(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return F.normalize(torch.as_tensor(x, dtype=torch.float32), dim=1)
+
+
+def random_unit(n: int, d: int, seed: int) -> torch.Tensor:
+    return unit(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)))
+
+
+def dyadic_unit(n: int, d: int, seed: int) -> torch.Tensor:
+    """Unit vectors with four entries of +-1/2: every dot product is a multiple of 1/4,
+    exact in any summation order and in bf16, so there are ties everywhere."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, d), np.float32)
+    for row in x:
+        row[rng.choice(d, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return torch.from_numpy(x)
+
+
+def reference(
+    q: torch.Tensor, g: torch.Tensor, k: int, exclude_self: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top k by (float64 score descending, index ascending), from the full matrix."""
+    sim = q.double().numpy() @ g.double().numpy().T
+    if exclude_self:
+        np.fill_diagonal(sim, -np.inf)
+    cols = np.arange(sim.shape[1])
+    order = np.stack([np.lexsort((cols, -row))[:k] for row in sim])
+    return np.take_along_axis(sim, order, 1), order
+
+
+def both(
+    q: torch.Tensor, g: torch.Tensor, k: int, exclude_self: bool, chunk_size: int = 1024
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    kwargs = {"exclude_self": exclude_self, "chunk_size": chunk_size}
+    return knn(q, g, k, backend="exact", **kwargs), knn(q, g, k, backend="bf16", **kwargs)
+
+
+def assert_same(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]):
+    assert torch.equal(a[1], b[1])
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
+
+
+@pytest.fixture
+def sample_small_galleries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let small test galleries take the sampled-threshold candidate path."""
+    monkeypatch.setattr(K, "SAMPLE_MIN_RATIO", 2)
+
+
+@pytest.fixture
+def redo_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Number of queries each exact redo recomputes."""
+    calls: list[int] = []
+    original = K._exact_block
+
+    def spy(q, gallery, k, self_idx):
+        calls.append(q.shape[0])
+        return original(q, gallery, k, self_idx)
+
+    monkeypatch.setattr(K, "_exact_block", spy)
+    return calls
+
+
+# --- bf16 agrees with exact ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+@pytest.mark.parametrize(
+    ("n_q", "n_g", "d", "k", "exclude_self", "chunk"),
+    [
+        (300, 300, 24, 10, True, 128),  # chunks that do not divide N
+        (211, 700, 32, 7, False, 50),
+        (90, 90, 16, 89, True, 33),  # k = all available
+        (90, 90, 16, 80, True, 1024),  # k near N: every item is a candidate
+        (60, 95, 8, 95, False, 7),  # k = gallery size
+        (5, 400, 16, 3, False, 2),  # blocks smaller than a rescoring group
+    ],
+)
+def test_bf16_matches_exact_on_random_data(
+    n_q: int,
+    n_g: int,
+    d: int,
+    k: int,
+    exclude_self: bool,
+    chunk: int,
+    sampled: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if sampled:
+        monkeypatch.setattr(K, "SAMPLE_MIN_RATIO", 2)
+    g = random_unit(n_g, d, seed=n_g)
+    q = g[:n_q] if exclude_self else random_unit(n_q, d, seed=n_q + 1)
+    exact, bf16 = both(q, g, k, exclude_self, chunk)
+    assert exact[1].shape == (n_q, k)
+    assert_same(exact, bf16)
+    # A true top k: the float64 scores of the items returned are the best k, in order
+    # (items within fp32 rounding of each other may swap, hence the tolerance).
+    ref_scores, _ = reference(q, g, k, exclude_self)
+    sim = q.double() @ g.double().T
+    np.testing.assert_allclose(sim.gather(1, exact[1]).numpy(), ref_scores, rtol=0, atol=1e-6)
+
+
+@pytest.mark.usefixtures("sample_small_galleries")
+@pytest.mark.parametrize("exclude_self", [True, False])
+@pytest.mark.parametrize("chunk", [1, 37, 1024])
+def test_ties_and_duplicates_resolved_by_index(exclude_self: bool, chunk: int) -> None:
+    # Exact ties at every rank, the k boundary included, and exact duplicate rows.
+    base = dyadic_unit(150, 8, seed=1)
+    g = torch.cat([base, base[:40], base[:10]])
+    q = g if exclude_self else dyadic_unit(70, 8, seed=2)
+    k = 25
+    exact, bf16 = both(q, g, k, exclude_self, chunk)
+    assert torch.equal(exact[0], bf16[0]) and torch.equal(exact[1], bf16[1])
+    ref_scores, ref_idx = reference(q, g, k, exclude_self)
+    assert exact[1].numpy().tolist() == ref_idx.tolist()
+    assert exact[0].numpy().tolist() == ref_scores.astype(np.float32).tolist()
+    if exclude_self:
+        assert not bool((exact[1] == torch.arange(len(g))[:, None]).any())
+
+
+def test_zero_vectors_and_single_direction() -> None:
+    # All scores tie (zero queries) or two values only: every query is redone exactly.
+    g = torch.cat([torch.zeros(5, 4), unit(torch.ones(40, 4))])
+    exact, bf16 = both(g, g, 6, True)
+    assert_same(exact, bf16)
+    assert exact[1][0].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_metrics_do_not_depend_on_backend() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 30, size=600)
+    x = rng.standard_normal((30, 32))[y] + rng.standard_normal((600, 32))
+    loo = [retrieval_metrics(x, y, backend=b, kmeans_niter=5) for b in ("exact", "bf16", "auto")]
+    assert loo[0] == loo[1] == loo[2]
+    qg = [
+        query_gallery_metrics(x[:200], y[:200], x[200:], y[200:], backend=b)
+        for b in ("exact", "bf16")
+    ]
+    assert qg[0] == qg[1]
+
+
+# --- the certificate ----------------------------------------------------------------------
+
+
+def test_bound_holds_for_random_and_worst_case_vectors() -> None:
+    # Not normalised: the bound takes the actual norms. Entries of 2^-5 (1 + 2^-8) sit
+    # halfway between two bf16 values and all round down; 2^-5 (1 + 3 2^-9) round up.
+    worst = torch.full((3, 512), 2.0**-5)
+    worst[0] *= 1 + 2.0**-8
+    worst[1] *= 1 + 3 * 2.0**-9
+    worst[2, :256] *= 1 + 2.0**-8
+    worst[2, 256:] *= 1 + 3 * 2.0**-9
+    sparse = random_unit(100, 512, seed=1) * (torch.rand(100, 512) < 0.02)
+    x = torch.cat([worst, random_unit(300, 512, seed=0), sparse, torch.zeros(1, 512)])
+    x16 = x.bfloat16()
+    exact = x @ x.T
+    b = (x16 @ x16.T).float()
+    norms, residuals = K._norms_up(x), K._residual_norms(x, x16)
+    err = K.bf16_error(norms, residuals, float(norms.max()), float(residuals.max()), 512)
+    bound = K.bf16_score_bound(b, err[:, None])
+    assert bool((exact < bound).all())
+    assert float(exact[0, 0] - b[0, 0]) > 0.0035  # the rounding term is nearly attained
+    assert float((bound - b).max()) < 0.01  # and the bound is not vacuous
+    minus_inf = torch.tensor([float("-inf")])
+    assert float(K.bf16_score_bound(minus_inf, err[:1])[0]) == float("-inf")
+
+
+def test_near_ties_below_bf16_resolution_are_redone_exactly(redo_counter: list[int]) -> None:
+    # 300 items whose cosines to the query differ by ~1e-5: bf16 cannot order them, so no
+    # query gets a certificate and every one is recomputed in fp32.
+    angles = torch.linspace(0.30, 0.31, 300, dtype=torch.float64)
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(0))
+    g = torch.zeros(300, 16, dtype=torch.float64)
+    g[:, 0], g[:, 1] = torch.cos(angles[perm]), torch.sin(angles[perm])
+    q = torch.zeros(20, 16, dtype=torch.float64)
+    q[:, 0] = 1.0
+    q[:, 2] = torch.linspace(0, 1e-3, 20)
+    exact, bf16 = both(unit(q), unit(g), 10, False)
+    assert sum(redo_counter) > 0
+    assert torch.equal(exact[1], bf16[1])
+    assert exact[1][0].tolist() == perm.argsort()[:10].tolist()
+
+
+def test_failing_certificates_widen_then_give_up(
+    monkeypatch: pytest.MonkeyPatch, redo_counter: list[int]
+) -> None:
+    monkeypatch.setattr(K, "bf16_score_bound", lambda b, err: torch.full_like(b, float("inf")))
+    g = random_unit(400, 16, seed=3)
+    searcher = K._Bf16Searcher(g, 5)
+    widths = []
+    for start in range(0, 200, 40):
+        if searcher.gave_up:
+            break
+        widths.append(searcher._n_cand(searcher.widen))
+        searcher.search(g[start : start + 40], torch.arange(start, start + 40))
+    assert widths == [21, 37, 69] and searcher.gave_up
+    exact = knn(g, g, 5, exclude_self=True, chunk_size=40, backend="exact")
+    redo_counter.clear()
+    bf16 = knn(g, g, 5, exclude_self=True, chunk_size=40, backend="bf16")
+    assert_same(exact, bf16)
+    assert redo_counter == [40] * 10  # 3 blocks redone, 7 exact: each query once
+
+
+@pytest.mark.usefixtures("sample_small_galleries")
+def test_thresholds_that_keep_too_few_or_too_many_get_a_second_chance(
+    monkeypatch: pytest.MonkeyPatch, redo_counter: list[int]
+) -> None:
+    wide: list[int] = []
+    topk = K._candidates_topk
+    monkeypatch.setattr(K, "_candidates_topk", lambda s, n: wide.append(len(s)) or topk(s, n))
+    g = random_unit(500, 16, seed=4)
+    for fake in (0.99, 1e-30, -0.5):  # keeps < k items; keeps all items; not positive
+        monkeypatch.setattr(
+            K._Bf16Searcher,
+            "_thresholds",
+            lambda self, q16, self_idx, n_cand, v=fake: torch.full(
+                (q16.shape[0],), v, dtype=torch.bfloat16
+            ),
+        )
+        wide.clear()
+        exact = knn(g[:50], g, 8, exclude_self=False, backend="exact")
+        redo_counter.clear()
+        bf16 = knn(g[:50], g, 8, exclude_self=False, backend="bf16")
+        assert_same(exact, bf16)
+        assert wide == [50] and redo_counter == []  # all rescued by the wider topk
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+def test_topk_lex_takes_lowest_indices_at_a_tied_boundary() -> None:
+    sim = torch.tensor([[0.5, 0.75, 0.5, 0.5, 0.125, 0.5], [0.25, 0.25, 0.25, 0.25, 0.25, 0.25]])
+    scores, idx = K.topk_lex(sim, 3)
+    assert idx.tolist() == [[1, 0, 2], [0, 1, 2]]
+    assert scores.tolist() == [[0.75, 0.5, 0.5], [0.25, 0.25, 0.25]]
+    assert K.topk_lex(sim, 6)[1].tolist() == [[1, 0, 2, 3, 5, 4], [0, 1, 2, 3, 4, 5]]
+
+
+def test_where_at_least_matches_a_plain_comparison() -> None:
+    sim = torch.randn(37, 129, generator=torch.Generator().manual_seed(5)).bfloat16()
+    sim[3, 7] = float("-inf")
+    sim[4, :] = -0.0
+    threshold = torch.rand(37, generator=torch.Generator().manual_seed(6)).bfloat16() + 0.01
+    rows, cols = K._where_at_least(sim, threshold)
+    expected = torch.nonzero(sim.float() >= threshold.float()[:, None], as_tuple=True)
+    assert torch.equal(rows, expected[0]) and torch.equal(cols, expected[1])
+
+
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert K.resolve_backend("exact", cpu, 10**9) == "exact"
+    assert K.resolve_backend("bf16", cpu, 1) == "bf16"
+    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS - 1) == "exact"
+    monkeypatch.setitem(K._bf16_faster, "cpu", True)
+    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS) == "bf16"
+    assert K.resolve_backend("auto", torch.device("cuda"), 10**9) == "exact"
+    monkeypatch.setitem(K._bf16_faster, "cpu", False)
+    assert K.resolve_backend("auto", cpu, 10**9) == "exact"
+    with pytest.raises(DaalmlError, match="CPU tensors only"):
+        K.resolve_backend("bf16", torch.device("cuda"), 1)
+    with pytest.raises(DaalmlError, match="backend: 'fast'"):
+        knn(np.eye(3), np.eye(3), 1, exclude_self=False, backend="fast")  # type: ignore[arg-type]
+    with pytest.raises(DaalmlError, match="backend"):
+        retrieval_metrics(np.eye(3), [0, 0, 1], backend="faiss")  # type: ignore[arg-type]
+
+
+def test_probe_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(K, "_bf16_faster", {})
+    first = K.bf16_matmul_is_faster()
+    assert K._bf16_faster == {"cpu": first}
+    monkeypatch.setattr(K, "_best_time", lambda fn: pytest.fail("probed twice"))
+    assert K.bf16_matmul_is_faster() is first
+
+
+# --- NMI's k-means seeding --------------------------------------------------------------
+
+
+def test_subsampled_kmeans_pp_seeding_finds_separated_clusters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import daalml.metrics as M
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(20), 40)
+    x = rng.standard_normal((20, 32))[y] + 0.05 * rng.standard_normal((800, 32))
+    monkeypatch.setattr(M, "KMEANS_SEED_MIN_POINTS", 100)  # seed from 10 x 20 of 800
+    nmis = [retrieval_metrics(x, y, ks=(1,), seed=s)["nmi"] for s in range(10)]
+    # All 20 classes found for most seeds; random seeding (PML's) stays below 0.97 here.
+    assert sum(v == pytest.approx(1.0, abs=1e-9) for v in nmis) >= 5
+    assert min(nmis) > 0.98
+    assert retrieval_metrics(x, y, ks=(1,), seed=2)["nmi"] == nmis[2]
+
+
+def test_bench_metrics_runs_at_a_tiny_size() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--sizes",
+            "600",
+            "--dim",
+            "16",
+            "--per-class",
+            "20",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 600 |")]
+    assert len(rows) == 2 and "bf16 = exact: True" in rows[1]
