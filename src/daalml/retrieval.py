@@ -11,9 +11,9 @@ Usable without the CLI::
     hits = RetrievalIndex.load("gallery.index").search(["query.jpg"], k=8)
 
 Every kind saves a faiss index file (``index.faiss``) that other tools can read directly.
-Exact (``flat``) indexes are *searched* with :func:`daalml.metrics.knn` (chunked torch matmul),
-which on CPU is about 4x faster than faiss's bundled OpenBLAS and gives the same neighbours;
-``ivf`` and ``hnsw`` (approximate, for large galleries) are searched by faiss. Scores are cosine
+Exact (``flat``) indexes are *searched* with :func:`daalml.metrics.knn` (exact chunked search,
+fp32 or a certified bf16 candidate pass, whichever this machine runs faster; see
+docs/performance.md), which gives the same neighbours as faiss's flat search; ``ivf`` and ``hnsw`` (approximate, for large galleries) are searched by faiss. Scores are cosine
 similarities of the L2-normalised embeddings.
 """
 
