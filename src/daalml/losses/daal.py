@@ -125,14 +125,12 @@ class DAALLoss(nn.Module):
     def margins(self) -> torch.Tensor:
         """The adaptive margins delta_c (C,), from the statistics as they stand."""
         sigma = self.sigma_perp.to(torch.promote_types(self.sigma_perp.dtype, torch.float32))
-        adaptive = self.seen & (sigma > 0)
-        margins = torch.full_like(sigma, self.delta)
-        if adaptive.any():
-            sigma_bar = sigma[self.seen].mean()
-            ratio = sigma_bar / sigma[adaptive]
-            clipped = (self.delta * ratio.pow(self.kappa)).clamp(self.delta_min, self.delta_max)
-            margins[adaptive] = clipped
-        return margins
+        seen = self.seen
+        sigma_bar = (sigma * seen).sum() / seen.sum().clamp_min(1)
+        adaptive = seen & (sigma > 0)  # no data-dependent branch: no host sync on a GPU
+        ratio = sigma_bar / torch.where(adaptive, sigma, torch.ones_like(sigma))
+        clipped = (self.delta * ratio.pow(self.kappa)).clamp(self.delta_min, self.delta_max)
+        return torch.where(adaptive, clipped, torch.full_like(sigma, self.delta))
 
     # ------------------------------------------------------------------ loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -141,7 +139,6 @@ class DAALLoss(nn.Module):
         with torch.autocast(embeddings.device.type, enabled=False):
             dtype = self._compute_dtype(embeddings)
             vertices = self.vertices.to(dtype)
-            elastic_on = self.lambda_len != 0 and self.segment != "point"
             loss, intra, inter, elastic, own = DAALFunction.apply(
                 embeddings.to(dtype),
                 vertices,
@@ -152,7 +149,7 @@ class DAALLoss(nn.Module):
                 DAALOptions(
                     alpha=self.alpha,
                     lambda_inter=self.lambda_daal,
-                    lambda_len=self.lambda_len if elastic_on else 0.0,
+                    lambda_len=self.lambda_len,
                     mode=self.segment,
                     normalize=self.normalize,
                 ),
