@@ -8,6 +8,7 @@ a slow test adds images and a warm-up epoch. Run with OMP_NUM_THREADS=1 on a sma
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -178,6 +179,9 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         results["embed_sharded"] = _rank_embed_sharded(rank)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
+        # DDP wrappers caught in reference cycles would otherwise be freed after the process
+        # group, at interpreter exit, where gloo aborts the process about one run in three
+        gc.collect()
         dist.destroy_process_group()
 
 
