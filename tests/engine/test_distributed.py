@@ -33,6 +33,7 @@ from daalml.engine.distributed import gather_batch, gather_tensor, gather_with_g
 from daalml.errors import DaalmlError
 from daalml.losses.registry import MetricLoss, build_loss
 from tests.data.builders import make_folder
+from tests.runs import tiny_run_config
 
 WORLD = 2
 IN_DIM, EMBED_DIM, CLASSES = 6, 5, 4
@@ -348,26 +349,15 @@ def test_strategy_is_ddp_only_for_several_processes() -> None:
 
 # ---------------------------------------------------------------------------- end to end
 def _config(tmp: Path) -> Path:
-    config = {
-        "data": {
-            "dataset": "folder",
-            "root": str(make_folder(tmp / "ds", n_classes=12, per_class=4, size=40)),
-            "num_workers": 0,
-            "image_size": 32,
-            "resize": 36,
-        },
-        "model": {"backbone": "small_cnn", "pretrained": False, "embedding_size": 16},
-        "loss": {"name": "daal"},
-        "train": {
-            "epochs": 1,
-            "batch_size": 8,
-            "samples_per_class": 2,
-            "lr": 1e-3,
+    config = tiny_run_config(
+        make_folder(tmp / "ds", n_classes=12, per_class=4, size=40),
+        tmp / "cache",
+        train={
             "cache_features": True,  # no augmentation: the two runs see identical inputs
             "val_classes": 2,
             "scheduler": "none",
         },
-    }
+    )
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -11,33 +11,18 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from daalml.cli import app
 from daalml.viz.figures import retrieval_rows
 from daalml.viz.run import Run, load_run
+from tests.cli import invoke_fails, invoke_ok
 from tests.viz.conftest import PALETTE, PER_CLASS, train_run
 
-runner = CliRunner()
 TEST_CLASSES = len(PALETTE) // 2
 
 
 def _chromium() -> str | None:
     found = shutil.which("chromium")
     return found or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
-
-
-def _invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def _fails(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    return result.output
 
 
 def _size(path: Path) -> tuple[int, int]:
@@ -72,19 +57,21 @@ def test_visualize_writes_pictures(
     tmp_path: Path, daal_run: Path, args: list[str], size: tuple[int, int]
 ) -> None:
     out = tmp_path / "picture.png"
-    printed = _invoke("visualize", str(daal_run), *args, "--output", str(out))
+    printed = invoke_ok("visualize", str(daal_run), *args, "--output", str(out))
     assert printed.strip().splitlines()[-1] == str(out)  # after the engine's progress bars
     assert _size(out) == size
 
 
 def test_visualize_default_output_and_checkpoint_choice(run_copy: Path) -> None:
-    _invoke("visualize", str(run_copy), "--method", "pca")
+    invoke_ok("visualize", str(run_copy), "--method", "pca")
     assert _size(run_copy / "pca.png") == (1000, 800)
     (run_copy / "checkpoints" / "best.ckpt").unlink()  # falls back to last.ckpt
-    _invoke("visualize", str(run_copy), "--kind", "segments")
+    invoke_ok("visualize", str(run_copy), "--kind", "segments")
     assert (run_copy / "segments.png").is_file()
     (run_copy / "checkpoints" / "last.ckpt").unlink()
-    assert "no checkpoints/best.ckpt or checkpoints/last.ckpt" in _fails("visualize", str(run_copy))
+    assert "no checkpoints/best.ckpt or checkpoints/last.ckpt" in invoke_fails(
+        "visualize", str(run_copy)
+    )
 
 
 def test_map_covers_the_unseen_test_classes(loaded: Run) -> None:
@@ -107,11 +94,13 @@ def test_retrieval_rows_mark_correct_results(loaded: Run) -> None:
 
 
 def test_visualize_errors(tmp_path: Path, daal_run: Path) -> None:
-    assert "no such directory" in _fails("visualize", str(tmp_path / "nowhere"))
-    assert "--kind 'tsne' is unknown" in _fails("visualize", str(daal_run), "--kind", "tsne")
-    assert "--method 'mds' is unknown" in _fails("visualize", str(daal_run), "--method", "mds")
+    assert "no such directory" in invoke_fails("visualize", str(tmp_path / "nowhere"))
+    assert "--kind 'tsne' is unknown" in invoke_fails("visualize", str(daal_run), "--kind", "tsne")
+    assert "--method 'mds' is unknown" in invoke_fails(
+        "visualize", str(daal_run), "--method", "mds"
+    )
     out = tmp_path / "c.png"
-    assert "logs/metrics.csv: no such file" in _fails(
+    assert "logs/metrics.csv: no such file" in invoke_fails(
         "visualize", str(tmp_path), "--kind", "curves", "--output", str(out)
     )
 
@@ -125,7 +114,7 @@ def _embedded_pngs(page: str) -> list[tuple[int, int]]:
 
 
 def test_report_is_one_self_contained_page(run_copy: Path) -> None:
-    printed = _invoke("report", str(run_copy), "--method", "pca")
+    printed = invoke_ok("report", str(run_copy), "--method", "pca")
     path = run_copy / "report.html"
     assert printed.strip().splitlines()[-1] == str(path)
     page = path.read_text(encoding="utf-8")
@@ -142,9 +131,9 @@ def test_report_of_a_non_daal_run(tmp_path: Path, colour_data: Path) -> None:
     run = train_run(
         tmp_path, colour_data, loss={"name": "proxy_anchor"}, train={"epochs": 1, "val_classes": 0}
     )
-    assert "has no class segments" in _fails("visualize", str(run), "--kind", "segments")
+    assert "has no class segments" in invoke_fails("visualize", str(run), "--kind", "segments")
     (run / "logs" / "metrics.csv").unlink()
-    _invoke("report", str(run), "--method", "pca")
+    invoke_ok("report", str(run), "--method", "pca")
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "loss &#x27;proxy_anchor&#x27; has no segments" in page
     assert "no logs/metrics.csv in this run" in page
@@ -154,7 +143,7 @@ def test_report_of_a_non_daal_run(tmp_path: Path, colour_data: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(tmp_path: Path, run_copy: Path) -> None:
-    _invoke("report", str(run_copy))
+    invoke_ok("report", str(run_copy))
     shot = tmp_path / "shot.png"
     command = [
         str(_chromium()),

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from daalml.cli import app
 from daalml.engine.run import load_module
 from daalml.errors import DaalmlError
 from daalml.retrieval import (
@@ -23,22 +21,8 @@ from daalml.retrieval import (
     load_embeddings,
     preprocessing,
 )
+from tests.cli import invoke_fails, invoke_ok
 from tests.viz.conftest import PALETTE, PER_CLASS, colour_image
-
-runner = CliRunner()
-
-
-def _invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def _fails(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +44,7 @@ def index_dir(
     tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, colour_data: Path
 ) -> Path:
     out = tmp_path_factory.mktemp("index") / "gallery.index"
-    _invoke("index", str(checkpoint), str(colour_data), "--output", str(out))
+    invoke_ok("index", str(checkpoint), str(colour_data), "--output", str(out))
     return out
 
 
@@ -133,7 +117,7 @@ def test_embed_command_writes_npz(
 ) -> None:
     out = tmp_path / "emb.npz"
     args = ["embed", str(checkpoint), str(colour_data), "--output", str(out), "--device", "cpu"]
-    assert Path(_invoke(*args).strip()) == out
+    assert Path(invoke_ok(*args).strip()) == out
     vectors, images = load_embeddings(out)
     assert vectors.shape == (len(PALETTE) * PER_CLASS, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -162,7 +146,9 @@ def test_embed_reports_unreadable_images(tmp_path: Path, checkpoint: Path) -> No
     bad = tmp_path / "imgs" / "broken.png"
     bad.parent.mkdir()
     bad.write_bytes(b"not a png")
-    output = _fails("embed", str(checkpoint), str(bad.parent), "--output", str(tmp_path / "e.npz"))
+    output = invoke_fails(
+        "embed", str(checkpoint), str(bad.parent), "--output", str(tmp_path / "e.npz")
+    )
     assert "cannot read image" in output and "broken.png" in output
 
 
@@ -190,22 +176,22 @@ def test_search_finds_the_query_class_first(index_dir: Path, queries: list[Path]
 
 
 def test_search_command_text_and_json(index_dir: Path, queries: list[Path]) -> None:
-    text = _invoke("search", str(index_dir), str(queries[3]), "--k", "2")
+    text = invoke_ok("search", str(index_dir), str(queries[3]), "--k", "2")
     lines = text.strip().splitlines()
     assert lines[0] == f"query: {queries[3]}"
     assert len(lines) == 3 and "class_03" in lines[1] and lines[1].split()[0] == "1"
-    single = json.loads(_invoke("search", str(index_dir), str(queries[3]), "--k", "3", "--json"))
+    single = json.loads(invoke_ok("search", str(index_dir), str(queries[3]), "--k", "3", "--json"))
     assert [set(item) for item in single] == [{"path", "score"}] * 3
     assert all("class_03" in item["path"] for item in single)
     several = json.loads(
-        _invoke("search", str(index_dir), str(queries[0]), str(queries[1]), "--k", "2", "--json")
+        invoke_ok("search", str(index_dir), str(queries[0]), str(queries[1]), "--k", "2", "--json")
     )
     assert [item["query"] for item in several] == [str(queries[0])] * 2 + [str(queries[1])] * 2
     assert "class_01" in several[2]["path"]
 
 
 def test_search_with_more_k_than_items(index_dir: Path, queries: list[Path]) -> None:
-    out = json.loads(_invoke("search", str(index_dir), str(queries[0]), "--k", "500", "--json"))
+    out = json.loads(invoke_ok("search", str(index_dir), str(queries[0]), "--k", "500", "--json"))
     assert len(out) == len(PALETTE) * PER_CLASS
 
 
@@ -214,7 +200,7 @@ def test_approximate_kinds_agree_with_exact(
     tmp_path: Path, checkpoint: Path, colour_data: Path, queries: list[Path], kind: str
 ) -> None:
     out = tmp_path / kind
-    _invoke("index", str(checkpoint), str(colour_data), "--output", str(out), "--kind", kind)
+    invoke_ok("index", str(checkpoint), str(colour_data), "--output", str(out), "--kind", kind)
     assert json.loads((out / "index.json").read_text())["kind"] == kind
     results = RetrievalIndex.load(out).search(queries, k=2)
     assert [hits[0].label for hits in results] == list(range(len(PALETTE)))
@@ -247,17 +233,17 @@ def test_index_errors(
         build_index(np.ones((2, 4)), ["a", "b", "c"])
     with pytest.raises(DaalmlError, match="dimension 3; the index has 16"):
         RetrievalIndex.load(index_dir).search(np.ones((1, 3)), k=1)
-    assert "missing index.json" in _fails("search", str(tmp_path), str(queries[0]))
-    assert "no such file" in _fails("search", str(index_dir), str(tmp_path / "nope.png"))
-    bogus = _fails("search", str(index_dir), str(queries[0]), "--device", "bogus")
+    assert "missing index.json" in invoke_fails("search", str(tmp_path), str(queries[0]))
+    assert "no such file" in invoke_fails("search", str(index_dir), str(tmp_path / "nope.png"))
+    bogus = invoke_fails("search", str(index_dir), str(queries[0]), "--device", "bogus")
     assert "device 'bogus' is not a valid torch device" in bogus
     bad_kind = ["index", str(checkpoint), str(queries[0].parent), "--output", str(tmp_path / "x")]
-    assert "index kind 'lsh' is unknown" in _fails(*bad_kind, "--kind", "lsh")
+    assert "index kind 'lsh' is unknown" in invoke_fails(*bad_kind, "--kind", "lsh")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "index.json").write_text('{"format": 1, "kind": "flat", "count": 1}')
     (broken / "index.faiss").write_bytes(b"junk")
-    assert "is not a faiss index" in _fails("search", str(broken), str(queries[0]))
+    assert "is not a faiss index" in invoke_fails("search", str(broken), str(queries[0]))
 
 
 def test_moved_checkpoint_is_a_clear_error(tmp_path: Path, queries: list[Path]) -> None:
@@ -267,5 +253,5 @@ def test_moved_checkpoint_is_a_clear_error(tmp_path: Path, queries: list[Path]) 
         checkpoint=tmp_path / "gone.ckpt",
     )
     index.save(tmp_path / "idx")
-    output = _fails("search", str(tmp_path / "idx"), str(queries[0]))
+    output = invoke_fails("search", str(tmp_path / "idx"), str(queries[0]))
     assert "gone.ckpt of this index no longer exists" in output
