@@ -172,7 +172,10 @@ def test_margins_view_draws_never_seen_classes_apart() -> None:
     seen_points, unseen_points = (c.get_offsets() for c in scatter.collections[:2])
     expected = loss.margins().double().numpy()
     assert np.allclose(seen_points, np.stack([[0.1, 0.2, 0.4, 0.8], expected[:4]], axis=1))
-    assert np.allclose(unseen_points, [[0.0, 0.1], [0.0, 0.1]])  # margin delta, no thickness
+    assert len(unseen_points) == 0  # listed in the legend, not squashing the seen ones' scale
+    legend = [t.get_text() for t in scatter.get_legend().get_texts()]
+    assert legend[1] == "never seen (2): no thickness, margin = delta (not drawn)"
+    assert scatter.get_ylim()[0] > 0.0 and scatter.get_xlim()[0] > 0.0  # fits the seen ones
     assert expected[0] > expected[1] > expected[2] > expected[3]  # tight -> larger margin
     seen_bars, unseen_bars = histogram.containers
     assert sum(b.get_height() for b in seen_bars) == 4
@@ -189,5 +192,9 @@ def test_margins_view_equal_margins_and_errors(tmp_path: Path) -> None:
     assert _size(save_figure(figure, tmp_path / "m.png")) == (1200, 500)
     low, high = figure.axes[1].get_xlim()
     assert low < 0.1 < high and high - low < 0.1  # a visible bar around the one value
+    nothing_seen = margins_view(
+        [0.0, 0.0], [0.1, 0.1], [False, False], delta=0.1, delta_min=0.0, delta_max=0.3
+    )
+    assert np.allclose(nothing_seen.axes[0].collections[1].get_offsets(), [[0, 0.1], [0, 0.1]])
     with pytest.raises(DaalmlError, match="must be the same non-empty length"):
         margins_view([0.1], [0.1, 0.2], [True], delta=0.1, delta_min=0.0, delta_max=0.3)

@@ -20,6 +20,7 @@ import torch
 from matplotlib import patheffects
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageOps
 
 from daalml.errors import DaalmlError
@@ -241,6 +242,13 @@ def segments_view(
 
 
 # ---------------------------------------------------------------------------- DAAL margins
+def _padded(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits around ``values`` with 8% room (a small fixed room when they are equal)."""
+    low, high = float(values.min()), float(values.max())
+    room = 0.08 * (high - low) if high > low else 0.05 * max(abs(high), 1e-3)
+    return low - room, high + room
+
+
 def margins_view(
     sigma_perp: ArrayLike,
     margins: ArrayLike,
@@ -281,29 +289,38 @@ def margins_view(
         lw=0,
         label=f"seen in training ({n_seen})",
     )
-    if n_unseen:
-        left.scatter(
-            sigma[~known],
-            margin[~known],
-            s=30,
-            color=UNSEEN,
-            marker="x",
-            lw=1,
-            label=f"never seen ({n_unseen}): margin = delta",
-        )
+    # never-seen classes have no thickness (0) and margin delta: drawn only when nothing else is,
+    # else listed in the legend, so that they do not squash the seen classes' scale
+    hidden = n_seen > 0
+    left.scatter(
+        [] if hidden else sigma[~known],
+        [] if hidden else margin[~known],
+        s=30,
+        color=UNSEEN,
+        marker="x",
+        lw=1,
+        label=f"never seen ({n_unseen}): no thickness, margin = delta"
+        + (" (not drawn)" if hidden and n_unseen else ""),
+    )
     left.axhline(delta, color="k", ls=":", lw=1, label=f"delta = {delta:g}")
-    for bound in (delta_min, delta_max):
-        left.axhline(bound, color="k", ls="--", lw=0.8, alpha=0.5)
+    for bound, label in ((delta_min, f"clip [{delta_min:g}, {delta_max:g}]"), (delta_max, None)):
+        left.axhline(bound, color="k", ls="--", lw=0.8, alpha=0.5, label=label)
     if n_seen:
         mean = float(sigma[known].mean())
         left.axvline(
             mean, color=SEEN, ls="-.", lw=0.8, alpha=0.6, label=f"mean thickness {mean:.4g}"
         )
+        left.set_xlim(*_padded(sigma[known]))
+        left.set_ylim(*_padded(np.append(margin[known], delta)))
     left.set_xlabel(thickness_label)
     left.set_ylabel("margin delta_c")
-    left.set_title(
-        f"thickness vs margin, one point per class (clip {delta_min:g}-{delta_max:g})", fontsize=10
-    )
+    heading = "thickness vs margin, one point per class"
+    if n_seen:
+        heading += (
+            f"; seen: thickness {sigma[known].min():.4g}-{sigma[known].max():.4g}, "
+            f"margin {margin[known].min():.4g}-{margin[known].max():.4g}"
+        )
+    left.set_title(heading, fontsize=10)
     left.grid(alpha=0.3)
     left.legend(fontsize=8, loc="best")
 
@@ -318,6 +335,7 @@ def margins_view(
         color=[SEEN, UNSEEN],
         label=[f"seen ({n_seen})", f"never seen ({n_unseen})"],
     )
+    right.xaxis.set_major_locator(MaxNLocator(5))
     right.set_xlabel("margin delta_c")
     right.set_ylabel("classes")
     right.set_title("histogram of the margins", fontsize=10)
