@@ -342,7 +342,7 @@ def margins_view(
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     figure.suptitle(title or f"DAAL margins of {sigma.size} classes")
-    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.11, top=0.86, wspace=0.2)
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.11, top=0.86, wspace=0.22)
     return figure
 
 
