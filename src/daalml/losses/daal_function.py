@@ -27,6 +27,9 @@ from torch.autograd.function import once_differentiable
 
 from daalml.losses.geometry import EPS
 
+OWN_COLUMNS: tuple[str, ...] = ("dist_sq", "coord", "t", "start_product", "offset")
+"""Columns of ``own``: D^2, p = <x - a, u> / |u|, the (clamped) t, <x, a> and <x - a, u>."""
+
 
 @dataclass(frozen=True)
 class DAALOptions:
@@ -78,14 +81,16 @@ def _similarities(
     """(s, products with the raw vertices, t, own): s = 1 - D^2 / 2 of every pair.
 
     One ``(B, C)`` product per vertex, read in place from the strided ``(C, 2, d)`` parameter,
-    so that every elementwise pass below runs over contiguous memory. ``own`` (B, 2) holds
-    each sample's D^2 and coordinate p along its own class's line, for the statistics.
+    so that every elementwise pass below runs over contiguous memory. ``own`` (B, 5) holds,
+    for each sample and its own class, the columns of :data:`OWN_COLUMNS` (the statistics'
+    inputs: B numbers each, gathered from the B x C tensors as they pass).
     """
     rows = torch.arange(x.shape[0], device=x.device)
-    own_coord = x.new_zeros(x.shape[0])
+    own_offset = own_coord = own_t = x.new_zeros(x.shape[0])
     num_vertices = 1 if options.mode == "point" else 2
     products = [x @ vertices[:, k].T for k in range(num_vertices)]  # raw vertices
     scale = geo["scale"]  # applied on the fly: <x, v^> = scale_v <x, v>
+    own_start = products[0][rows, labels] * scale[labels, 0]  # <x_i, a^_{y_i}>
     # -D^2 / 2 = t (<x - a, u> - t |u|^2 / 2) + <x, a> - |x|^2 / 2 - |a|^2 / 2
     if options.mode == "point":
         t = None
@@ -94,15 +99,18 @@ def _similarities(
         uu = geo["uu"]
         offset = torch.addcmul(geo["aa"] - geo["ab"], products[1], scale[:, 1])
         offset.addcmul_(products[0], scale[:, 0], value=-1.0)  # <x - a, u>
-        own_coord = offset[rows, labels] / (uu[labels].sqrt() + EPS)
+        own_offset = offset[rows, labels]
+        own_coord = own_offset / (uu[labels].sqrt() + EPS)
         t = offset * torch.where(uu > 0, 1.0 / (uu + EPS), torch.zeros_like(uu))
         if options.mode == "segment":
             t.clamp_(0.0, 1.0)
+        own_t = t[rows, labels]
         half_neg_dist_sq = offset.addcmul_(t, uu, value=-0.5).mul_(t)
         half_neg_dist_sq.addcmul_(products[0], scale[:, 0])
     half_neg_dist_sq.sub_(0.5 * (x * x).sum(dim=1, keepdim=True)).sub_(0.5 * geo["aa"])
     half_neg_dist_sq.clamp_(max=0.0)
-    own = torch.stack([-2.0 * half_neg_dist_sq[rows, labels], own_coord], dim=1)
+    own_dist_sq = -2.0 * half_neg_dist_sq[rows, labels]
+    own = torch.stack([own_dist_sq, own_coord, own_t, own_start, own_offset], dim=1)
     return half_neg_dist_sq.add_(1.0), products, t, own
 
 
@@ -156,7 +164,8 @@ class DAALFunction(torch.autograd.Function):
     """L_intra + lambda_daal L_inter + lambda_len L_elastic from raw embeddings and vertices.
 
     Returns the loss, then for logging and statistics (no gradient): L_intra, L_inter,
-    L_elastic and (B, 2): each sample's D^2 and coordinate p along its own class's line.
+    L_elastic, ``own`` (B, 5): each sample's :data:`OWN_COLUMNS` against its own class, and
+    (C, 2): each class's |a^|^2 and |u^|^2 (0 in point mode).
     """
 
     @staticmethod
@@ -213,7 +222,9 @@ class DAALFunction(torch.autograd.Function):
         ctx.save_for_backward(x, inv_norm, vertices, row_sum, *grad_products)
         ctx.point, ctx.geo, ctx.sums = point, geo, (*sums, product_sums)
         ctx.grad_uu = grad_uu
-        outputs = (intra.detach(), inter.detach(), elastic.detach(), own)
+        uu = torch.zeros_like(geo["aa"]) if point else geo["uu"]
+        gram = torch.stack([geo["aa"], uu], dim=1)  # per class |a^|^2, |u^|^2
+        outputs = (intra.detach(), inter.detach(), elastic.detach(), own, gram)
         ctx.mark_non_differentiable(*outputs)
         return (loss, *outputs)
 
