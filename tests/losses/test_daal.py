@@ -12,6 +12,7 @@ from pytorch_metric_learning.losses import ProxyAnchorLoss
 
 from daalml import DAALLoss
 from daalml.losses.daal import THICKNESS_MODES, THICKNESS_VERSIONS
+from daalml.losses.daal_function import class_mean_norms_sq
 from tests.losses.reference_daal import reference_loss, reference_update
 
 SEGMENTS = ("segment", "line", "point")
@@ -623,3 +624,15 @@ def test_legacy_registry_checkpoint_loads_with_prefix():
         missing, unexpected = holder.load_state_dict(state, strict=False)
     assert missing == [] and unexpected == []
     assert not holder.loss.loss.seen.any()
+
+
+@pytest.mark.parametrize("num_classes", [5, 40])  # fewer and more classes than samples
+def test_class_mean_norms_both_ways(num_classes):
+    gen = torch.Generator().manual_seed(num_classes)
+    x = torch.randn(12, 7, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, num_classes, (12,), generator=gen)
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    expected = torch.zeros(num_classes, dtype=torch.float64)
+    for c in labels.unique().tolist():
+        expected[c] = x[labels == c].mean(dim=0).square().sum()
+    torch.testing.assert_close(class_mean_norms_sq(x, labels, counts), expected)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daalml.losses.daal_function import DAALFunction, DAALOptions
+from daalml.losses.daal_function import DAALFunction, DAALOptions, class_mean_norms_sq
 from daalml.losses.geometry import (
     EPS,
     SEGMENT_MODES,
@@ -160,7 +160,7 @@ class DAALLoss(nn.Module):
         with torch.autocast(embeddings.device.type, enabled=False):
             dtype = self._compute_dtype(embeddings)
             vertices = self.vertices.to(dtype)
-            loss, intra, inter, elastic, own, gram = DAALFunction.apply(
+            loss, intra, inter, elastic, own, per_class = DAALFunction.apply(
                 embeddings.to(dtype),
                 vertices,
                 labels,
@@ -173,25 +173,25 @@ class DAALLoss(nn.Module):
                     lambda_len=self.lambda_len,
                     mode=self.segment,
                     normalize=self.normalize,
+                    class_means=self.training and self.thickness == "spread",
                 ),
             )
             self.last_terms = {"intra": intra, "inter": inter, "elastic": elastic}
             if self.training:
-                self._update_statistics(self._prepare(embeddings.detach()), labels, own, gram)
+                self._update_statistics(labels, own, per_class)
         return loss
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
     def _update_statistics(
-        self, x: torch.Tensor, labels: torch.Tensor, own: torch.Tensor, gram: torch.Tensor
+        self, labels: torch.Tensor, own: torch.Tensor, per_class: torch.Tensor
     ) -> None:
         """Blend in this batch's per-class thickness and length (after the batch's loss).
 
-        ``x`` (B, d): the embeddings as the loss sees them (normalised when ``normalize``);
-        ``own`` (B, 5): each sample's ``OWN_COLUMNS`` against its own class; ``gram`` (C, 2):
-        each class's |a|^2 and |u|^2 (0 in point mode).
+        ``own`` (B, 5): each sample's ``OWN_COLUMNS`` against its own class; ``per_class``
+        (C, 4): each class's ``CLASS_COLUMNS`` (daal_function.py).
         """
-        counts = torch.bincount(labels, minlength=self.num_classes)
+        counts = per_class[:, 3]
         sums = own.new_zeros(self.num_classes, own.shape[1]).index_add_(0, labels, own)
         means = sums / counts.clamp_min(1)[:, None]
         deviations = (own[:, 1] - means[labels, 1]).square()  # of the coordinate p
@@ -204,32 +204,19 @@ class DAALLoss(nn.Module):
                 self._blend(self.sigma_par, self.seen_par, batch_par, counts >= 2)
                 self.seen_par |= counts >= 2
             return
+        # v2, the spec's cheap form: r_bar = x_bar - a - t_bar u, so |r_bar|^2 needs |x_bar|^2
+        # and the class means of <x, a>, <x - a, u> and t; sum |r - r_bar|^2 = sum D^2 - n |r_bar|^2
+        t_bar, start_bar, offset_bar = means[:, 2], means[:, 3], means[:, 4]
+        residual_mean_sq = per_class[:, 2] - 2.0 * start_bar + per_class[:, 0]  # |x_bar - a|^2
+        residual_mean_sq -= t_bar * (2.0 * offset_bar - t_bar * per_class[:, 1])
+        spread_sq = (sums[:, 0] - counts * residual_mean_sq.clamp_min(0.0)).clamp_min(0.0)
+        batch_perp = (spread_sq / (counts - 1).clamp_min(1)).sqrt()
         measured = counts >= 2
-        self._blend(
-            self.sigma_perp, self.seen, self._batch_spread(x, labels, means, gram), measured
-        )
+        self._blend(self.sigma_perp, self.seen, batch_perp, measured)
         if self.segment != "point":
             self._blend(self.sigma_par, self.seen, batch_par, measured)
         self.seen |= measured
         self.seen_par.copy_(self.seen)
-
-    def _batch_spread(
-        self, x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, gram: torch.Tensor
-    ) -> torch.Tensor:
-        """Per class, the unbiased spread of r_i = x_i - q_i around its batch mean (C,).
-
-        The spec's cheap form: r_bar = x_bar - a - t_bar u, so |r_bar|^2 needs only |x_bar|^2
-        and the class means of <x, a>, <x - a, u> and t; and sum |r_i - r_bar|^2 =
-        sum D_i^2 - n |r_bar|^2. No vertex is gathered per sample.
-        """
-        counts = torch.bincount(labels, minlength=self.num_classes).to(means.dtype)
-        mean_sq = means.new_zeros(self.num_classes)
-        mean_sq.scatter_(0, labels, _class_mean_norms_sq(x.to(means.dtype), labels))
-        t_bar, start_bar, offset_bar = means[:, 2], means[:, 3], means[:, 4]
-        residual_mean_sq = mean_sq - 2.0 * start_bar + gram[:, 0]  # |x_bar - a|^2
-        residual_mean_sq = residual_mean_sq - t_bar * (2.0 * offset_bar - t_bar * gram[:, 1])
-        spread_sq = means[:, 0] * counts - counts * residual_mean_sq.clamp_min(0.0)
-        return (spread_sq.clamp_min(0.0) / (counts - 1).clamp_min(1)).sqrt()
 
     def _blend(
         self, stat: torch.Tensor, seen: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor
@@ -278,8 +265,17 @@ class DAALLoss(nn.Module):
             own.offset,
         ]
         gap = torch.zeros_like(start) if self.segment == "point" else end - start
-        gram = torch.stack([(start * start).sum(dim=1), (gap * gap).sum(dim=1)], dim=1)
-        self._update_statistics(x, labels, torch.stack(columns, dim=1), gram)
+        counts = x.new_zeros(self.num_classes).index_add_(0, labels, x.new_ones(x.shape[0]))
+        per_class = torch.stack(
+            [
+                (start * start).sum(dim=1),
+                (gap * gap).sum(dim=1),
+                class_mean_norms_sq(x, labels, counts),
+                counts,
+            ],
+            dim=1,
+        )
+        self._update_statistics(labels, torch.stack(columns, dim=1), per_class)
 
     def _reset_statistics(self) -> None:
         for name in _STATISTICS:
@@ -362,18 +358,3 @@ class DAALLoss(nn.Module):
                 f"label {bad} is outside [0, {self.num_classes}) for this loss's "
                 f"{self.num_classes} classes"
             )
-
-
-def _class_mean_norms_sq(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """|x_bar_{y_i}|^2 for every sample i (B,): the squared norm of its class's batch mean.
-
-    Classes are renumbered 0..G-1 in order of label (a sort, no host sync on a GPU), so the
-    class sums take a (B, d) tensor, never (C, d).
-    """
-    sorted_labels, order = labels.sort()
-    first = torch.ones_like(sorted_labels, dtype=torch.bool)
-    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
-    group = torch.empty_like(labels).scatter_(0, order, first.cumsum(0) - 1)
-    sums = torch.zeros_like(x).index_add_(0, group, x)
-    counts = torch.bincount(group, minlength=x.shape[0]).to(x.dtype).clamp_min(1)
-    return ((sums * sums).sum(dim=1) / counts.square())[group]
