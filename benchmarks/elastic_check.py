@@ -4,19 +4,21 @@
 
 Synthetic unit-sphere classes, each elongated along a known tangent axis (one is two blobs),
 embeddings held fixed; the vertices start either at random or at the class centroids. Prints,
-per class, |cos| between the segment and the class axis, the segment's distance to its class
-(sigma_perp) and the margin. With --checkpoint, also prints the spread of sigma_perp and of the
-margins in a trained run (how much density awareness there is to act on).
+per class, |cos| between the segment and the class axis, sigma_perp and the margin (both for
+``--thickness``, default the v2 ``spread``). With --checkpoint, also prints the range of
+sigma_perp and of the margins in a trained run (how much density awareness there is to act on).
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 from daalml import DAALLoss
+from daalml.losses.registry import build_loss
 
 
 def elongated_classes(dim: int = 32, num_classes: int = 6, per_class: int = 40, seed: int = 0):
@@ -38,10 +40,10 @@ def elongated_classes(dim: int = 32, num_classes: int = 6, per_class: int = 40, 
     return torch.cat(xs), torch.cat(ys), axes
 
 
-def run(start: str, steps: int) -> None:
+def run(start: str, steps: int, thickness: str) -> None:
     torch.manual_seed(0)
     x, y, axes = elongated_classes()
-    loss_fn = DAALLoss(axes.shape[0], x.shape[1])
+    loss_fn = DAALLoss(axes.shape[0], x.shape[1], thickness=thickness)
     if start == "centroids":
         with torch.no_grad():
             for c in range(axes.shape[0]):
@@ -57,20 +59,42 @@ def run(start: str, steps: int) -> None:
     vertices = F.normalize(loss_fn.vertices.detach(), dim=-1)
     direction = vertices[:, 1] - vertices[:, 0]
     cosines = (direction * axes).sum(1).abs() / direction.norm(dim=1)
-    print(f"start={start}, {steps} vertex-only steps")
+    print(f"start={start}, {steps} vertex-only steps, thickness={thickness!r}")
     print("  |cos(segment, class axis)|:", [round(v, 2) for v in cosines.tolist()])
-    print("  sigma_perp (segment to class):", [round(v, 2) for v in loss_fn.sigma_perp.tolist()])
+    print("  sigma_perp:", [round(v, 3) for v in loss_fn.sigma_perp.tolist()])
     print("  margins:", [round(v, 3) for v in loss_fn.margins().tolist()])
 
 
 def trained_statistics(path: str) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    loss_fn = DAALLoss(*state["loss.loss.vertices"].shape[::2])
-    loss_fn.load_state_dict(
-        {k.removeprefix("loss.loss."): v for k, v in state.items() if k.startswith("loss.loss.")}
-    )
+    """Spread of sigma_perp and of the margins in a trained run, with the run's loss settings.
+
+    The loss is rebuilt from the checkpoint's own config; a checkpoint written before DAAL v2
+    carries v1 statistics, so it is read with ``thickness="rms_distance"`` (and said so).
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint["state_dict"]
+    loss_cfg = checkpoint["daalml"]["config"]["loss"]
+    params = dict(loss_cfg.get("params") or {})
+    version = state.get("loss.loss.thickness_version")
+    thickness = "rms_distance" if version is None or int(version) == 1 else "spread"
+    params["thickness"] = thickness  # also allowed by daal_v1, which pins this very value
+    num_classes, _, dim = state["loss.loss.vertices"].shape
+    loss_fn = build_loss(loss_cfg["name"], num_classes, dim, params).loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy note: said below instead
+        loss_fn.load_state_dict(
+            {
+                k.removeprefix("loss.loss."): v
+                for k, v in state.items()
+                if k.startswith("loss.loss.")
+            }
+        )
     sigma, margins = loss_fn.sigma_perp[loss_fn.seen], loss_fn.margins()[loss_fn.seen]
-    print(f"{path}: {int(loss_fn.seen.sum())} classes seen")
+    written = "before DAAL v2" if version is None else f"version {int(version)}"
+    print(
+        f"{path}: loss {loss_cfg['name']!r}, thickness={thickness!r} (statistics {written}), "
+        f"kappa={loss_fn.kappa}, {int(loss_fn.seen.sum())} of {num_classes} classes seen"
+    )
     print(f"  sigma_perp min/mean/max: {sigma.min():.3f} / {sigma.mean():.3f} / {sigma.max():.3f}")
     print(
         f"  margins    min/mean/max: {margins.min():.4f} / {margins.mean():.4f} / {margins.max():.4f}"
@@ -81,9 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--checkpoint", default=None, help="a DAAL run's checkpoint to inspect")
+    parser.add_argument("--thickness", default="spread", choices=["spread", "rms_distance"])
     args = parser.parse_args()
     for start in ("random", "centroids"):
-        run(start, args.steps)
+        run(start, args.steps, args.thickness)
     if args.checkpoint:
         trained_statistics(args.checkpoint)
 

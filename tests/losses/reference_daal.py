@@ -115,8 +115,17 @@ def reference_update(
     momentum: float,
     normalize: bool,
     segment: str,
+    thickness: str = "spread",
 ) -> None:
-    """Update the statistics lists in place from one batch (after its loss)."""
+    """Update the statistics lists in place from one batch (after its loss).
+
+    ``thickness="spread"``: version 2 (residual vectors r_i = x_i - q_i, their spread around
+    their mean, classes with >= 2 samples only); ``"rms_distance"``: version 1 (RMS of D).
+    """
+
+    def blend(old: float, new: float, first: bool) -> float:
+        return new if first else momentum * old + (1 - momentum) * new
+
     with torch.no_grad():
         num_classes = vertices.shape[0]
         for c in range(num_classes):
@@ -125,19 +134,32 @@ def reference_update(
                 continue
             a = _unit(vertices[c, 0]) if normalize else vertices[c, 0]
             b = _unit(vertices[c, 1]) if normalize else vertices[c, 1]
-            ds, ps = [], []
+            ds, ps, residuals = [], [], []
             for i in members:
                 x = _unit(embeddings[i]) if normalize else embeddings[i]
-                d, p, _, _ = point_to_segment(x, a, b, segment)
+                d, p, t, _ = point_to_segment(x, a, b, segment)
                 ds.append(float(d))
                 ps.append(float(p))
-            rms = math.sqrt(sum(d * d for d in ds) / len(ds))
-            sigma_perp[c] = rms if not seen[c] else momentum * sigma_perp[c] + (1 - momentum) * rms
-            seen[c] = True
-            if segment != "point" and len(ps) >= 2:
+                residuals.append([float(v) for v in x - (a + t * (b - a))])
+            par = None
+            if len(ps) >= 2:
                 mean = sum(ps) / len(ps)
-                std = math.sqrt(sum((p - mean) ** 2 for p in ps) / (len(ps) - 1))
-                sigma_par[c] = (
-                    std if not seen_par[c] else momentum * sigma_par[c] + (1 - momentum) * std
-                )
-                seen_par[c] = True
+                par = math.sqrt(sum((p - mean) ** 2 for p in ps) / (len(ps) - 1))
+            if thickness == "rms_distance":
+                rms = math.sqrt(sum(d * d for d in ds) / len(ds))
+                sigma_perp[c] = blend(sigma_perp[c], rms, not seen[c])
+                seen[c] = True
+                if segment != "point" and par is not None:
+                    sigma_par[c] = blend(sigma_par[c], par, not seen_par[c])
+                    seen_par[c] = True
+                continue
+            if len(members) < 2:
+                continue  # one sample says nothing about a spread: left as it was
+            dim = len(residuals[0])
+            centre = [sum(r[k] for r in residuals) / len(residuals) for k in range(dim)]
+            total = sum(sum((r[k] - centre[k]) ** 2 for k in range(dim)) for r in residuals)
+            spread = math.sqrt(total / (len(residuals) - 1))
+            sigma_perp[c] = blend(sigma_perp[c], spread, not seen[c])
+            if segment != "point":
+                sigma_par[c] = blend(sigma_par[c], par, not seen[c])
+            seen[c] = seen_par[c] = True

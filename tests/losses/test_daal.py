@@ -6,11 +6,16 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytorch_metric_learning.losses import ProxyAnchorLoss
 
 from daalml import DAALLoss
+from daalml.losses.daal import THICKNESS_MODES, THICKNESS_VERSIONS
+from daalml.losses.daal_function import class_mean_norms_sq
 from tests.losses.reference_daal import reference_loss, reference_update
 
+SEGMENTS = ("segment", "line", "point")
 HYPER = dict(alpha=16.0, delta=0.1, delta_min=0.02, delta_max=0.25, lambda_daal=0.7, gamma_len=0.8)
 
 
@@ -31,20 +36,36 @@ def _random_case(seed: int, num_classes: int, batch: int, dim: int, present: int
     return embeddings, labels
 
 
-CASES = list(
-    itertools.product(
+CASES = [
+    (*case, "spread")
+    for case in itertools.product(
         ["segment", "line", "point"],  # segment mode
         [0.0, 0.5, 1.3],  # kappa
         [0.0, 0.3],  # lambda_len
         [True, False],  # normalize
     )
-)
+] + [(mode, 0.5, 0.3, norm, "rms_distance") for mode in SEGMENTS for norm in (True, False)]
+
+# per step, how many samples each class has (7 classes): absent (0), single (1), several
+STEP_COUNTS = [
+    [4, 3, 1, 3, 0, 0, 0],  # class 2 single: stays unseen in v2; 4-6 absent
+    [1, 4, 1, 0, 2, 3, 0],  # class 0 single: unchanged in v2; 4, 5 first sight
+    [3, 0, 3, 2, 2, 0, 1],  # class 2 measured at last; 6 single
+]
 
 
-@pytest.mark.parametrize(("segment", "kappa", "lambda_len", "normalize"), CASES)
-def test_matches_reference_value_and_gradient_over_steps(segment, kappa, lambda_len, normalize):
+def _step_labels(step: int, seed: int) -> torch.Tensor:
+    counts = torch.tensor(STEP_COUNTS[step])
+    labels = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
+
+
+@pytest.mark.parametrize(("segment", "kappa", "lambda_len", "normalize", "thickness"), CASES)
+def test_matches_reference_value_and_gradient_over_steps(
+    segment, kappa, lambda_len, normalize, thickness
+):
     """Three training steps: loss value, gradients and statistics equal the reference."""
-    seed = hash((segment, kappa, lambda_len, normalize)) % 1000
+    seed = sum(map(ord, f"{segment}{kappa}{lambda_len}{normalize}{thickness}")) % 1000
     torch.manual_seed(seed)
     num_classes, dim = 7, 5
     loss_fn = DAALLoss(
@@ -55,14 +76,17 @@ def test_matches_reference_value_and_gradient_over_steps(segment, kappa, lambda_
         normalize=normalize,
         segment=segment,
         momentum=0.8,
+        thickness=thickness,
         **HYPER,
     ).double()
     with torch.no_grad():  # spread the vertices so that clamping at both ends happens
         loss_fn.vertices[:, 1] += 0.8 * torch.randn(num_classes, dim, dtype=torch.float64)
     state = _state(loss_fn)
-    # batch 0: a subset of classes (others unseen); later batches: different subsets, singletons
-    for step, present in enumerate([3, 5, 6]):
-        x, y = _random_case(seed + step, num_classes, batch=11, dim=dim, present=present)
+    history = []
+    for step in range(len(STEP_COUNTS)):
+        y = _step_labels(step, seed + step)
+        gen = torch.Generator().manual_seed(seed + step)
+        x = torch.randn(len(y), dim, generator=gen, dtype=torch.float64)
         x_fast = x.clone().requires_grad_()
         x_ref = x.clone().requires_grad_()
         vertices_ref = loss_fn.vertices.detach().clone().requires_grad_()
@@ -86,14 +110,21 @@ def test_matches_reference_value_and_gradient_over_steps(segment, kappa, lambda_
         torch.testing.assert_close(loss_fn.vertices.grad, vertices_ref.grad, rtol=1e-8, atol=1e-10)
         reference_update(
             x, y.tolist(), vertices_ref.detach(), *state,
-            momentum=0.8, normalize=normalize, segment=segment,
+            momentum=0.8, normalize=normalize, segment=segment, thickness=thickness,
         )  # fmt: skip
         assert loss_fn.seen.tolist() == state[2]
         assert loss_fn.seen_par.tolist() == state[3]
         torch.testing.assert_close(loss_fn.sigma_perp, torch.tensor(state[0], dtype=torch.float64))
         torch.testing.assert_close(loss_fn.sigma_par, torch.tensor(state[1], dtype=torch.float64))
+        history.append(loss_fn.sigma_perp.clone())
         with torch.no_grad():  # move the vertices as an optimiser would
             loss_fn.vertices -= 0.05 * loss_fn.vertices.grad
+    if thickness == "spread":  # the cases the steps were built for, stated outright
+        assert loss_fn.seen.tolist() == [True, True, True, True, True, True, False]
+        assert loss_fn.seen.tolist() == loss_fn.seen_par.tolist()
+        assert history[0][2] == 0 and history[1][2] == 0  # single sample twice: unseen
+        assert history[1][0] == history[0][0]  # seen class with one sample: unchanged
+        assert history[2][2] > 0
 
 
 def test_point_mode_gives_second_vertex_no_gradient():
@@ -150,20 +181,33 @@ def test_gradcheck_float64(segment):
     assert torch.autograd.gradcheck(as_function, (x.clone().requires_grad_(), vertices))
 
 
+def _residual_spread(loss_fn: DAALLoss, x: torch.Tensor, cls: int) -> torch.Tensor:
+    """Unbiased spread of r_i = x_i - q_i around its mean, from explicit vectors (v2)."""
+    members = torch.nn.functional.normalize(x, dim=1) if loss_fn.normalize else x
+    a, b = loss_fn.vertices.detach()[cls]
+    if loss_fn.normalize:
+        a, b = torch.nn.functional.normalize(a, dim=0), torch.nn.functional.normalize(b, dim=0)
+    t = ((members - a) @ (b - a) / (b - a).square().sum()).clamp(0, 1)
+    residuals = members - a - t[:, None] * (b - a)
+    centred = residuals - residuals.mean(dim=0)
+    return (centred.square().sum() / (len(members) - 1)).sqrt()
+
+
 def test_statistics_first_sight_copies_then_ema_and_eval_freezes():
     torch.manual_seed(0)
     loss_fn = DAALLoss(3, 4, momentum=0.9).double()
     x = torch.randn(6, 4, dtype=torch.float64)
     y = torch.tensor([0, 0, 1, 1, 1, 2])
     loss_fn(x, y)
-    first = loss_fn.segment_distances(x)
-    expected0 = first[:2, 0].pow(2).mean().sqrt()
+    expected0 = _residual_spread(loss_fn, x[:2], 0)
     torch.testing.assert_close(loss_fn.sigma_perp[0], expected0)
-    assert loss_fn.seen.all()
-    assert loss_fn.seen_par.tolist() == [True, True, False]  # class 2 had one sample
+    torch.testing.assert_close(loss_fn.sigma_perp[1], _residual_spread(loss_fn, x[2:5], 1))
+    assert loss_fn.seen.tolist() == [True, True, False]  # class 2 had one sample
+    assert loss_fn.seen_par.tolist() == [True, True, False]
+    assert loss_fn.sigma_perp[2] == 0
     x2 = torch.randn(6, 4, dtype=torch.float64)
     loss_fn(x2, y)
-    batch0 = loss_fn.segment_distances(x2)[:2, 0].pow(2).mean().sqrt()
+    batch0 = _residual_spread(loss_fn, x2[:2], 0)
     torch.testing.assert_close(loss_fn.sigma_perp[0], 0.9 * expected0 + 0.1 * batch0)
 
     loss_fn.eval()
@@ -171,6 +215,24 @@ def test_statistics_first_sight_copies_then_ema_and_eval_freezes():
     loss_fn(torch.randn(6, 4, dtype=torch.float64), y)
     for key, value in loss_fn.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_version1_statistics_first_sight_copies_then_ema():
+    """thickness="rms_distance" is v1 as first released: RMS of D, from one sample on."""
+    torch.manual_seed(0)
+    loss_fn = DAALLoss(3, 4, momentum=0.9, thickness="rms_distance").double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1, 2])
+    loss_fn(x, y)
+    expected0 = loss_fn.segment_distances(x)[:2, 0].pow(2).mean().sqrt()
+    torch.testing.assert_close(loss_fn.sigma_perp[0], expected0)
+    torch.testing.assert_close(loss_fn.sigma_perp[2], loss_fn.segment_distances(x)[5, 2])
+    assert loss_fn.seen.all()
+    assert loss_fn.seen_par.tolist() == [True, True, False]  # class 2 had one sample
+    x2 = torch.randn(6, 4, dtype=torch.float64)
+    loss_fn(x2, y)
+    batch0 = loss_fn.segment_distances(x2)[:2, 0].pow(2).mean().sqrt()
+    torch.testing.assert_close(loss_fn.sigma_perp[0], 0.9 * expected0 + 0.1 * batch0)
 
 
 def test_loss_uses_statistics_from_before_the_batch():
@@ -330,8 +392,8 @@ def test_data_init_places_segments_on_principal_axes():
     assert torch.equal(loss_fn.vertices[3].detach(), untouched)
     assert loss_fn.seen.tolist() == [True, True, True, False]
     for c in range(3):  # statistics filled from the same pass
-        rms = loss_fn.segment_distances(xs[c])[:, c].pow(2).mean().sqrt()
-        torch.testing.assert_close(loss_fn.sigma_perp[c], rms)
+        spread = _residual_spread(loss_fn, xs[c], c)  # float32, |x| ~ 3: the cheap form's
+        torch.testing.assert_close(loss_fn.sigma_perp[c], spread, rtol=1e-4, atol=0)  # rounding
 
 
 def _elongated_classes(seed: int = 0):
@@ -417,3 +479,160 @@ def test_memory_stays_linear_in_batch_times_classes():
     )
     peak_growth_mb = float(out.stdout.strip())
     assert peak_growth_mb < 1500, peak_growth_mb
+
+
+# ---------------------------------------------------------------------------- version 2
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 10_000),
+    shift_scale=st.floats(0.0, 5.0),
+    slide=st.floats(-3.0, 3.0),
+)
+def test_thickness_is_invariant_to_where_the_line_sits(seed, shift_scale, slide):
+    """Moving both vertices by one vector, or sliding them along their line, keeps the batch
+    sigma_perp of the class: it measures the class, not the segment's offset from it."""
+    gen = torch.Generator().manual_seed(seed)
+    num_classes, dim = 3, 6
+    x = torch.randn(12, dim, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0] * 5 + [1] * 4 + [2] * 3)
+    vertices = torch.randn(num_classes, 2, dim, generator=gen, dtype=torch.float64)
+    shift = shift_scale * torch.randn(dim, generator=gen, dtype=torch.float64)
+
+    def batch_sigma(v: torch.Tensor) -> torch.Tensor:
+        loss_fn = DAALLoss(num_classes, dim, normalize=False, segment="line").double()
+        with torch.no_grad():
+            loss_fn.vertices.copy_(v)
+        loss_fn(x, y)  # from unseen: the batch value is copied in
+        return loss_fn.sigma_perp.clone()
+
+    base = batch_sigma(vertices)
+    moved = vertices.clone()
+    moved[1] += shift  # both vertices of class 1, one vector
+    slid = vertices.clone()
+    slid[2] += slide * (vertices[2, 1] - vertices[2, 0])  # class 2 along its own line
+    for changed in (moved, slid):
+        torch.testing.assert_close(batch_sigma(changed), base, rtol=1e-9, atol=1e-12)
+    v1 = DAALLoss(num_classes, dim, normalize=False, segment="line", thickness="rms_distance")
+    v1 = v1.double()
+    with torch.no_grad():
+        v1.vertices.copy_(moved)
+    v1(x, y)
+    if shift_scale > 1.0:  # v1 measured the offset: it moves with the segment
+        assert abs(float(v1.sigma_perp[1]) - float(base[1])) > 1e-3
+
+
+def _classes_of_known_thickness(thicknesses: list[float], per_class: int, dim: int):
+    gen = torch.Generator().manual_seed(0)
+    centres = 4.0 * torch.randn(len(thicknesses), dim, generator=gen, dtype=torch.float64)
+    xs, ys = [], []
+    for c, thick in enumerate(thicknesses):
+        xs.append(centres[c] + thick * torch.randn(per_class, dim, generator=gen).double())
+        ys.append(torch.full((per_class,), c))
+    return torch.cat(xs), torch.cat(ys), centres, gen
+
+
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_density_awareness_acts_after_one_step(segment):
+    """Classes of known thickness, segments placed far from them: one training step from
+    unseen orders the margins by thickness (tight -> larger); with kappa=1 the ratio of the
+    extreme margins is the ratio of the thicknesses. Version 1 stays flat here."""
+    thicknesses = [0.05, 0.08, 0.12, 0.2]
+    dim = 16
+    x, y, centres, gen = _classes_of_known_thickness(thicknesses, per_class=200, dim=dim)
+    margins = {}
+    for thickness in THICKNESS_MODES:
+        loss_fn = DAALLoss(
+            len(thicknesses), dim, normalize=False, kappa=1.0, segment=segment,
+            thickness=thickness,
+        ).double()  # fmt: skip
+        with torch.no_grad():  # 3 units away from every class, random short segments
+            away = torch.nn.functional.normalize(torch.randn(4, dim, generator=gen), dim=1)
+            loss_fn.vertices[:, 0] = centres + 3.0 * away.double()
+            loss_fn.vertices[:, 1] = loss_fn.vertices[:, 0] + 0.3 * away.flip(0).double()
+        optimizer = torch.optim.SGD(loss_fn.parameters(), lr=1e-3)
+        assert not loss_fn.seen.any()
+        loss_fn(x, y).backward()
+        optimizer.step()
+        margins[thickness] = loss_fn.margins()
+    got = margins["spread"]
+    assert all(got[c] > got[c + 1] for c in range(len(thicknesses) - 1)), got
+    ratio = float(got[0] / got[-1])
+    assert ratio == pytest.approx(thicknesses[-1] / thicknesses[0], rel=0.05)
+    flat = margins["rms_distance"]  # v1: the distance to far segments, about 3 for each class
+    assert float(flat.max() / flat.min()) < 1.1
+
+
+def _legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict as written before DAAL v2 (no thickness_version)."""
+    return {k: v for k, v in state.items() if not k.endswith("thickness_version")}
+
+
+def _trained(thickness: str) -> DAALLoss:
+    torch.manual_seed(0)
+    loss_fn = DAALLoss(5, 3, thickness=thickness)
+    loss_fn(torch.randn(20, 3), torch.arange(5).repeat(4))
+    assert loss_fn.seen.all()
+    return loss_fn
+
+
+@pytest.mark.parametrize(
+    ("written", "legacy", "into", "kept", "message"),
+    [
+        ("rms_distance", True, "spread", False, "written before DAAL v2.*v1 sigma_perp.*reset"),
+        ("rms_distance", True, "rms_distance", True, "written before DAAL v2.*v1 sigma_perp"),
+        ("rms_distance", False, "spread", False, "carries v1 sigma_perp.*'spread'.*reset"),
+        ("spread", False, "rms_distance", False, "carries v2 sigma_perp.*reset"),
+    ],
+)
+def test_loading_other_statistics_says_which_and_never_mixes(written, legacy, into, kept, message):
+    source = _trained(written)
+    state = source.state_dict()
+    state = _legacy(state) if legacy else state
+    target = DAALLoss(5, 3, thickness=into)
+    with pytest.warns(UserWarning, match=message) as caught:
+        target.load_state_dict(state)  # strict: the missing marker is filled in
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    torch.testing.assert_close(target.vertices, source.vertices)
+    assert int(target.thickness_version) == THICKNESS_VERSIONS[into]
+    for name in ("sigma_perp", "sigma_par", "seen", "seen_par"):
+        expected = getattr(source, name) if kept else torch.zeros_like(getattr(source, name))
+        assert torch.equal(getattr(target, name), expected), name
+
+
+def test_loading_the_same_version_is_silent():
+    import warnings
+
+    source = _trained("spread")
+    target = DAALLoss(5, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        target.load_state_dict(source.state_dict())
+    for name in ("sigma_perp", "sigma_par", "seen", "seen_par", "thickness_version"):
+        assert torch.equal(getattr(target, name), getattr(source, name)), name
+
+
+def test_legacy_registry_checkpoint_loads_with_prefix():
+    """An old run's weights (loss under ``loss.loss.``) load into today's ``daal``."""
+    from daalml.losses.registry import build_loss
+
+    old = build_loss("daal_v1", 5, 3)
+    old.loss(torch.randn(20, 3), torch.arange(5).repeat(4))
+    state = _legacy({f"loss.{k}": v for k, v in old.state_dict().items()})
+    holder = torch.nn.Module()
+    holder.loss = build_loss("daal", 5, 3)
+    with pytest.warns(UserWarning, match=r"\(written before DAAL v2, loss\.loss\.\)"):
+        missing, unexpected = holder.load_state_dict(state, strict=False)
+    assert missing == [] and unexpected == []
+    assert not holder.loss.loss.seen.any()
+
+
+@pytest.mark.parametrize("num_classes", [5, 40])  # fewer and more classes than samples
+def test_class_mean_norms_both_ways(num_classes):
+    gen = torch.Generator().manual_seed(num_classes)
+    x = torch.randn(12, 7, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, num_classes, (12,), generator=gen)
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    expected = torch.zeros(num_classes, dtype=torch.float64)
+    for c in labels.unique().tolist():
+        expected[c] = x[labels == c].mean(dim=0).square().sum()
+    torch.testing.assert_close(class_mean_norms_sq(x, labels, counts), expected)

@@ -27,6 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "daal_rigid": {"lambda_len": 0.0},
     "daal_line": {"segment": "line"},
     "daal_data_init": {"init": "data"},
+    "daal_v1": {"thickness": "rms_distance"},
 }
 BASELINES = [
     "proxy_anchor",
@@ -131,6 +132,7 @@ def test_daal_defaults_follow_the_constructor() -> None:
         "normalize",
         "segment",
         "init",
+        "thickness",
     }
     assert {key: getattr(wrapped, key) for key in defaults} == defaults
 

@@ -241,6 +241,10 @@ def check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], path: Pa
         )
 
 
+# entries added after a checkpoint may have been written; loading fills them in itself
+_FILLED_ON_LOAD = (".thickness_version",)  # DAAL v2 (losses/daal.py: absent means v1)
+
+
 def check_weights_fit(checkpoint: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
     """Raise naming the first weight of ``path`` whose name or shape ``module`` does not have."""
     saved: dict[str, torch.Tensor] = checkpoint["state_dict"]
@@ -249,6 +253,8 @@ def check_weights_fit(checkpoint: dict[str, Any], module: torch.nn.Module, path:
         if name not in own:
             problem = f"has {name}, which the model lacks"
         elif name not in saved:
+            if name.endswith(_FILLED_ON_LOAD):
+                continue
             problem = f"lacks {name}"
         elif tuple(saved[name].shape) != tuple(own[name].shape):
             problem = (

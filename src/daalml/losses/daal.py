@@ -8,11 +8,14 @@ segment to the class's spread along it. Switching the extras off gives Proxy-Anc
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daalml.losses.daal_function import DAALFunction, DAALOptions
+from daalml.losses.daal_function import DAALFunction, DAALOptions, class_mean_norms_sq
 from daalml.losses.geometry import (
     EPS,
     SEGMENT_MODES,
@@ -22,6 +25,14 @@ from daalml.losses.geometry import (
 )
 
 INIT_MODES: tuple[str, ...] = ("random", "data")
+THICKNESS_MODES: tuple[str, ...] = ("spread", "rms_distance")
+# which sigma_perp a state_dict carries (buffer ``thickness_version``; absent before DAAL v2)
+THICKNESS_VERSIONS: dict[str, int] = {"rms_distance": 1, "spread": 2}
+_STATISTIC_NAMES = {
+    1: "v1 sigma_perp = RMS distance of a class's samples to its segment",
+    2: "v2 sigma_perp = spread of a class's residuals around their mean",
+}
+_STATISTICS = ("sigma_perp", "sigma_par", "seen", "seen_par")
 _INIT_NOISE = 1e-2  # relative size of b_c - a_c at random init
 
 
@@ -29,7 +40,10 @@ class DAALLoss(nn.Module):
     """Density-Aware Adaptive Line Margin loss; call as ``loss(embeddings, labels)``.
 
     The vertices are an ``nn.Parameter`` of this module: pass ``loss.parameters()`` to the
-    optimiser (the engine does, with a learning-rate multiplier).
+    optimiser (the engine does, with a learning-rate multiplier). ``thickness`` picks the
+    statistic behind the density-aware margin: ``"spread"`` (version 2, the default: the spread
+    of each class's residuals around their mean, the same wherever its segment sits) or
+    ``"rms_distance"`` (version 1: the RMS distance of the class to its segment).
     """
 
     def __init__(
@@ -49,6 +63,7 @@ class DAALLoss(nn.Module):
         normalize: bool = True,
         segment: SegmentMode = "segment",
         init: str = "random",
+        thickness: str = "spread",
     ) -> None:
         super().__init__()
         if num_classes < 1 or embedding_size < 1:
@@ -59,6 +74,8 @@ class DAALLoss(nn.Module):
             raise ValueError(f"segment must be one of {SEGMENT_MODES}, got {segment!r}")
         if init not in INIT_MODES:
             raise ValueError(f"init must be one of {INIT_MODES}, got {init!r}")
+        if thickness not in THICKNESS_MODES:
+            raise ValueError(f"thickness must be one of {THICKNESS_MODES}, got {thickness!r}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if delta_min > delta_max:
@@ -77,6 +94,7 @@ class DAALLoss(nn.Module):
         self.normalize = normalize
         self.segment = segment
         self.init = init
+        self.thickness = thickness
 
         start = torch.empty(num_classes, embedding_size)
         nn.init.kaiming_normal_(start, mode="fan_out")
@@ -86,8 +104,11 @@ class DAALLoss(nn.Module):
         self.register_buffer("sigma_perp", torch.zeros(num_classes))
         self.register_buffer("sigma_par", torch.zeros(num_classes))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
-        # sigma_par needs >= 2 samples of a class in a batch, so it may start later than seen.
+        # v1 measured sigma_perp from one sample on, sigma_par from two: seen_par may start
+        # later than seen there. In v2 both need two samples and seen_par equals seen.
         self.register_buffer("seen_par", torch.zeros(num_classes, dtype=torch.bool))
+        version = torch.tensor(THICKNESS_VERSIONS[thickness], dtype=torch.int64)
+        self.register_buffer("thickness_version", version)
         # the unweighted terms of the last call, detached: for logging and training curves
         self.last_terms: dict[str, torch.Tensor] = {}
 
@@ -96,7 +117,7 @@ class DAALLoss(nn.Module):
             f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, "
             f"alpha={self.alpha}, delta={self.delta}, kappa={self.kappa}, "
             f"segment={self.segment!r}, lambda_daal={self.lambda_daal}, "
-            f"lambda_len={self.lambda_len}"
+            f"lambda_len={self.lambda_len}, thickness={self.thickness!r}"
         )
 
     # ------------------------------------------------------------------ geometry
@@ -139,7 +160,7 @@ class DAALLoss(nn.Module):
         with torch.autocast(embeddings.device.type, enabled=False):
             dtype = self._compute_dtype(embeddings)
             vertices = self.vertices.to(dtype)
-            loss, intra, inter, elastic, own = DAALFunction.apply(
+            loss, intra, inter, elastic, own, per_class = DAALFunction.apply(
                 embeddings.to(dtype),
                 vertices,
                 labels,
@@ -152,43 +173,58 @@ class DAALLoss(nn.Module):
                     lambda_len=self.lambda_len,
                     mode=self.segment,
                     normalize=self.normalize,
+                    class_means=self.training and self.thickness == "spread",
                 ),
             )
             self.last_terms = {"intra": intra, "inter": inter, "elastic": elastic}
             if self.training:
-                self._update_statistics(own[:, 0], own[:, 1], labels)
+                self._update_statistics(labels, own, per_class)
         return loss
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
     def _update_statistics(
-        self, own_dist_sq: torch.Tensor, own_coord: torch.Tensor, labels: torch.Tensor
+        self, labels: torch.Tensor, own: torch.Tensor, per_class: torch.Tensor
     ) -> None:
-        """Blend in this batch's per-class thickness and length.
+        """Blend in this batch's per-class thickness and length (after the batch's loss).
 
-        ``own_dist_sq`` and ``own_coord`` (B,) are each sample's D^2 to its own class segment
-        and its coordinate p along that class's line (ignored in point mode).
+        ``own`` (B, 5): each sample's ``OWN_COLUMNS`` against its own class; ``per_class``
+        (C, 4): each class's ``CLASS_COLUMNS`` (daal_function.py).
         """
-        counts = torch.bincount(labels, minlength=self.num_classes)
-        per_sample = torch.stack([own_dist_sq, own_coord], dim=1)
-        means = per_sample.new_zeros(self.num_classes, 2).index_add_(0, labels, per_sample)
-        means.div_(counts.clamp_min(1)[:, None])
-        self._blend(self.sigma_perp, self.seen, means[:, 0].sqrt(), counts > 0)
-        if self.segment == "point":
-            return
-        deviations = (own_coord - means[labels, 1]).square()
+        counts = per_class[:, 3]
+        sums = own.new_zeros(self.num_classes, own.shape[1]).index_add_(0, labels, own)
+        means = sums / counts.clamp_min(1)[:, None]
+        deviations = (own[:, 1] - means[labels, 1]).square()  # of the coordinate p
         sum_sq = means.new_zeros(self.num_classes).index_add_(0, labels, deviations)
         batch_par = (sum_sq / (counts - 1).clamp_min(1)).sqrt()  # unbiased std
-        self._blend(self.sigma_par, self.seen_par, batch_par, counts >= 2)
+        if self.thickness == "rms_distance":  # version 1, exactly as first released
+            self._blend(self.sigma_perp, self.seen, means[:, 0].sqrt(), counts > 0)
+            self.seen |= counts > 0
+            if self.segment != "point":
+                self._blend(self.sigma_par, self.seen_par, batch_par, counts >= 2)
+                self.seen_par |= counts >= 2
+            return
+        # v2, the spec's cheap form: r_bar = x_bar - a - t_bar u, so |r_bar|^2 needs |x_bar|^2
+        # and the class means of <x, a>, <x - a, u> and t; sum |r - r_bar|^2 = sum D^2 - n |r_bar|^2
+        t_bar, start_bar, offset_bar = means[:, 2], means[:, 3], means[:, 4]
+        residual_mean_sq = per_class[:, 2] - 2.0 * start_bar + per_class[:, 0]  # |x_bar - a|^2
+        residual_mean_sq -= t_bar * (2.0 * offset_bar - t_bar * per_class[:, 1])
+        spread_sq = (sums[:, 0] - counts * residual_mean_sq.clamp_min(0.0)).clamp_min(0.0)
+        batch_perp = (spread_sq / (counts - 1).clamp_min(1)).sqrt()
+        measured = counts >= 2
+        self._blend(self.sigma_perp, self.seen, batch_perp, measured)
+        if self.segment != "point":
+            self._blend(self.sigma_par, self.seen, batch_par, measured)
+        self.seen |= measured
+        self.seen_par.copy_(self.seen)
 
     def _blend(
         self, stat: torch.Tensor, seen: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor
     ) -> None:
-        """First sight copies the batch value, later sights blend it in with the momentum."""
+        """First sight (``seen`` False) copies the batch value, later sights blend it in."""
         batch = batch.to(stat.dtype)
         blended = torch.where(seen, stat.lerp(batch, 1.0 - self.momentum), batch)
         stat.copy_(torch.where(mask, blended, stat))
-        seen |= mask
 
     # ------------------------------------------------------------------ "data" init
     @torch.no_grad()
@@ -215,12 +251,85 @@ class DAALLoss(nn.Module):
             vertices[cls, 0] = centroid - half
             vertices[cls, 1] = centroid + half
         self.vertices.copy_(vertices.to(self.vertices.dtype))
-        for name in ("sigma_perp", "sigma_par", "seen", "seen_par"):
-            getattr(self, name).zero_()
+        self._reset_statistics()
         start, end = self._endpoints(x.dtype)
         own = paired_segment_geometry(x, start[labels], end[labels], self.segment)
-        own_coord = own.offset / (own.direction_norm_sq.sqrt() + EPS)
-        self._update_statistics(own.squared_distance, own_coord, labels)
+        t = own.offset / (own.direction_norm_sq + EPS)
+        if self.segment == "segment":
+            t = t.clamp(0.0, 1.0)
+        columns = [
+            own.squared_distance,
+            own.offset / (own.direction_norm_sq.sqrt() + EPS),
+            t,
+            (x * start[labels]).sum(dim=1),
+            own.offset,
+        ]
+        gap = torch.zeros_like(start) if self.segment == "point" else end - start
+        counts = x.new_zeros(self.num_classes).index_add_(0, labels, x.new_ones(x.shape[0]))
+        per_class = torch.stack(
+            [
+                (start * start).sum(dim=1),
+                (gap * gap).sum(dim=1),
+                class_mean_norms_sq(x, labels, counts),
+                counts,
+            ],
+            dim=1,
+        )
+        self._update_statistics(labels, torch.stack(columns, dim=1), per_class)
+
+    def _reset_statistics(self) -> None:
+        for name in _STATISTICS:
+            getattr(self, name).zero_()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load, never mixing statistics of the two versions (see docs/daal-loss.md).
+
+        A state_dict written before DAAL v2 has no ``thickness_version``: it carries v1
+        statistics. Statistics of the other version than this loss's ``thickness`` are
+        reset (re-measured from the next training batches) with a one-line warning; the
+        vertices always load.
+        """
+        key = prefix + "thickness_version"
+        own = THICKNESS_VERSIONS[self.thickness]
+        if prefix + "sigma_perp" not in state_dict:  # not a DAAL state: let torch complain
+            super()._load_from_state_dict(
+                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                error_msgs,
+            )  # fmt: skip
+            return
+        legacy = key not in state_dict
+        written = 1 if legacy else int(state_dict[key])
+        state_dict[key] = self.thickness_version.clone()  # torch hands us its own copy
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if written not in _STATISTIC_NAMES:
+            error_msgs.append(f"{key}: unknown DAAL statistics version {written}")
+            return
+        origin = "written before DAAL v2, " if legacy else ""
+        carries = (
+            f"DAALLoss state ({origin}{prefix or 'top level'}) carries {_STATISTIC_NAMES[written]}"
+        )
+        if written == own:
+            if legacy:
+                warnings.warn(f"{carries}: loaded as thickness='rms_distance'", stacklevel=2)
+            return
+        self._reset_statistics()
+        warnings.warn(
+            f"{carries}, but this loss uses thickness={self.thickness!r}: sigma_perp, sigma_par "
+            "and seen are reset and re-measured from the next training batches (vertices loaded)",
+            stacklevel=2,
+        )
 
     # ------------------------------------------------------------------ validation
     def _check_embeddings(self, embeddings: torch.Tensor) -> None:

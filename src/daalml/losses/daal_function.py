@@ -27,6 +27,37 @@ from torch.autograd.function import once_differentiable
 
 from daalml.losses.geometry import EPS
 
+OWN_COLUMNS: tuple[str, ...] = ("dist_sq", "coord", "t", "start_product", "offset")
+"""Columns of ``own``: D^2, p = <x - a, u> / |u|, the (clamped) t, <x, a> and <x - a, u>."""
+
+
+CLASS_COLUMNS: tuple[str, ...] = ("start_sq", "direction_sq", "mean_sq", "count")
+"""Columns of the per-class output: |a|^2, |u|^2 (0 in point mode), |x_bar|^2 (0 unless
+``class_means``) and the number of samples in the batch."""
+
+
+def class_mean_norms_sq(
+    x: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
+    """|x_bar_c|^2 (C,): the squared norm of each class's batch mean (0 for absent classes).
+
+    With more classes than samples the present classes are renumbered 0..G-1 in label order
+    (a sort, no host sync on a GPU), so that the class sums take (B, d), never (C, d).
+    """
+    num_classes, batch = counts.shape[0], x.shape[0]
+    if num_classes <= batch:
+        sums = x.new_zeros(num_classes, x.shape[1]).index_add_(0, labels, x)
+        return torch.linalg.vector_norm(sums, dim=1).square_().div_(counts.clamp_min(1).square())
+    sorted_labels, order = labels.sort()
+    first = torch.ones_like(sorted_labels, dtype=torch.bool)
+    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    group_sorted = first.cumsum(0) - 1
+    group = torch.empty_like(labels).scatter_(0, order, group_sorted)
+    sums = torch.zeros_like(x).index_add_(0, group, x)
+    norms_sq = torch.linalg.vector_norm(sums, dim=1).square_()[group_sorted]
+    mean_sq = x.new_zeros(num_classes).scatter_(0, sorted_labels, norms_sq)
+    return mean_sq.div_(counts.clamp_min(1).square())
+
 
 @dataclass(frozen=True)
 class DAALOptions:
@@ -37,6 +68,7 @@ class DAALOptions:
     lambda_len: float
     mode: str  # "segment", "line" or "point"
     normalize: bool
+    class_means: bool = False  # also measure |x_bar_c|^2 (the v2 statistics need it)
 
 
 def _vertex_scalars(
@@ -78,14 +110,16 @@ def _similarities(
     """(s, products with the raw vertices, t, own): s = 1 - D^2 / 2 of every pair.
 
     One ``(B, C)`` product per vertex, read in place from the strided ``(C, 2, d)`` parameter,
-    so that every elementwise pass below runs over contiguous memory. ``own`` (B, 2) holds
-    each sample's D^2 and coordinate p along its own class's line, for the statistics.
+    so that every elementwise pass below runs over contiguous memory. ``own`` (B, 5) holds,
+    for each sample and its own class, the columns of :data:`OWN_COLUMNS` (the statistics'
+    inputs: B numbers each, gathered from the B x C tensors as they pass).
     """
     rows = torch.arange(x.shape[0], device=x.device)
-    own_coord = x.new_zeros(x.shape[0])
+    own_offset = own_coord = own_t = x.new_zeros(x.shape[0])
     num_vertices = 1 if options.mode == "point" else 2
     products = [x @ vertices[:, k].T for k in range(num_vertices)]  # raw vertices
     scale = geo["scale"]  # applied on the fly: <x, v^> = scale_v <x, v>
+    own_start = products[0][rows, labels] * scale[labels, 0]  # <x_i, a^_{y_i}>
     # -D^2 / 2 = t (<x - a, u> - t |u|^2 / 2) + <x, a> - |x|^2 / 2 - |a|^2 / 2
     if options.mode == "point":
         t = None
@@ -94,21 +128,25 @@ def _similarities(
         uu = geo["uu"]
         offset = torch.addcmul(geo["aa"] - geo["ab"], products[1], scale[:, 1])
         offset.addcmul_(products[0], scale[:, 0], value=-1.0)  # <x - a, u>
-        own_coord = offset[rows, labels] / (uu[labels].sqrt() + EPS)
+        own_offset = offset[rows, labels]
+        own_coord = own_offset / (uu[labels].sqrt() + EPS)
         t = offset * torch.where(uu > 0, 1.0 / (uu + EPS), torch.zeros_like(uu))
         if options.mode == "segment":
             t.clamp_(0.0, 1.0)
+        own_t = t[rows, labels]
         half_neg_dist_sq = offset.addcmul_(t, uu, value=-0.5).mul_(t)
         half_neg_dist_sq.addcmul_(products[0], scale[:, 0])
     half_neg_dist_sq.sub_(0.5 * (x * x).sum(dim=1, keepdim=True)).sub_(0.5 * geo["aa"])
     half_neg_dist_sq.clamp_(max=0.0)
-    own = torch.stack([-2.0 * half_neg_dist_sq[rows, labels], own_coord], dim=1)
+    own_dist_sq = -2.0 * half_neg_dist_sq[rows, labels]
+    own = torch.stack([own_dist_sq, own_coord, own_t, own_start, own_offset], dim=1)
     return half_neg_dist_sq.add_(1.0), products, t, own
 
 
 def _proxy_anchor_terms(
     similarity: torch.Tensor,
     labels: torch.Tensor,
+    counts: torch.Tensor,
     margins: torch.Tensor,
     alpha: float,
     lambda_inter: float,
@@ -122,9 +160,10 @@ def _proxy_anchor_terms(
     pos_shift.scatter_reduce_(0, labels, pos_logits, reduce="amax", include_self=True)
     pos_weights = torch.exp(pos_logits - pos_shift[labels])
     pos_denom = torch.exp(-pos_shift).index_add_(0, labels, pos_weights)
-    present = torch.bincount(labels, minlength=num_classes) > 0
+    present = counts > 0
     num_present = present.sum().to(similarity.dtype)
-    intra = (pos_shift + torch.log(pos_denom))[present].sum() / num_present
+    per_class = torch.where(present, pos_shift + torch.log(pos_denom), 0.0)
+    intra = per_class.sum() / num_present
 
     # inter: per class, log(1 + sum over other samples of exp(alpha (s + m))), in place
     neg = similarity.add_(margins).mul_(alpha)
@@ -156,7 +195,8 @@ class DAALFunction(torch.autograd.Function):
     """L_intra + lambda_daal L_inter + lambda_len L_elastic from raw embeddings and vertices.
 
     Returns the loss, then for logging and statistics (no gradient): L_intra, L_inter,
-    L_elastic and (B, 2): each sample's D^2 and coordinate p along its own class's line.
+    L_elastic, ``own`` (B, 5): each sample's :data:`OWN_COLUMNS` against its own class, and
+    (C, 4): each class's :data:`CLASS_COLUMNS`.
     """
 
     @staticmethod
@@ -176,9 +216,10 @@ class DAALFunction(torch.autograd.Function):
             inv_norm = 1.0 / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(EPS)
             x = x * inv_norm
         geo = _vertex_scalars(vertices, options.normalize, point)
+        counts = x.new_zeros(vertices.shape[0]).index_add_(0, labels, x.new_ones(x.shape[0]))
         similarity, products, t, own = _similarities(x, vertices, labels, geo, options)
         intra, inter, grad_sim = _proxy_anchor_terms(
-            similarity, labels, margins, options.alpha, options.lambda_inter
+            similarity, labels, counts, margins, options.alpha, options.lambda_inter
         )
         loss = intra + options.lambda_inter * inter
         elastic = x.new_zeros(())
@@ -213,7 +254,10 @@ class DAALFunction(torch.autograd.Function):
         ctx.save_for_backward(x, inv_norm, vertices, row_sum, *grad_products)
         ctx.point, ctx.geo, ctx.sums = point, geo, (*sums, product_sums)
         ctx.grad_uu = grad_uu
-        outputs = (intra.detach(), inter.detach(), elastic.detach(), own)
+        zeros = torch.zeros_like(geo["aa"])
+        mean_sq = class_mean_norms_sq(x, labels, counts) if options.class_means else zeros
+        per_class = torch.stack([geo["aa"], zeros if point else geo["uu"], mean_sq, counts], 1)
+        outputs = (intra.detach(), inter.detach(), elastic.detach(), own, per_class)
         ctx.mark_non_differentiable(*outputs)
         return (loss, *outputs)
 

@@ -16,6 +16,8 @@ Ablation presets of DAAL (each pins exactly one switch; use ``daal`` to vary it 
 - ``daal_line``: ``segment="line"``, projections onto the infinite line (no clamping).
 - ``daal_data_init``: ``init="data"``, the engine places the segments from embeddings of the
   training set (:attr:`MetricLoss.needs_data_init`) before the first step.
+- ``daal_v1``: ``thickness="rms_distance"``, version 1 of the density statistic (the RMS
+  distance of a class to its segment; docs/daal-loss.md, "History").
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ _RECIPES: dict[str, Recipe] = {
     "daal_line": _daal("Ablation: unclamped projection onto the line.", {"segment": "line"}),
     "daal_data_init": _daal(
         "Ablation: segments placed from training embeddings.", {"init": "data"}
+    ),
+    "daal_v1": _daal(
+        "Ablation: version 1 thickness, the RMS distance to the segment (docs/daal-loss.md).",
+        {"thickness": "rms_distance"},
     ),
     "proxy_anchor": Recipe(
         pml_losses.ProxyAnchorLoss,
