@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 METRIC_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision")
 TABLE_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r")
 PRETRAINED = "pretrained"
+# the validation classes' figures at the selected epoch (metrics.json "validation"): choose a
+# setting on these, never on the test columns
+VALIDATION_KEYS = ("recall@1", "map@r", "nmi")
+VALIDATION_COLUMNS = tuple(f"val_{key}" for key in VALIDATION_KEYS)
 ENTRY_SEPARATOR = "@"
 _PATH_CHARACTERS = ("/", "\\")
 
@@ -150,12 +154,21 @@ def run_benchmark(
                 resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
                 cfg = run_config(base, loss, seed)
                 metrics = train_fn(cfg, run_dir, resume=resume, progress=progress)
-            rows.append({"loss": loss, "seed": seed, **{k: metrics[k] for k in METRIC_COLUMNS}})
+            rows.append({"loss": loss, "seed": seed, **_columns(metrics)})
             pretrained_by_seed.setdefault(seed, metrics[PRETRAINED])
     for seed, metrics in sorted(pretrained_by_seed.items()):
         rows.append({"loss": PRETRAINED, "seed": seed, **{k: metrics[k] for k in METRIC_COLUMNS}})
     write_results(rows, out)
     return rows
+
+
+def _columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's test metrics, and its validation figures where it had a validation split."""
+    validation = metrics.get("validation") or {}
+    row = {key: metrics[key] for key in METRIC_COLUMNS}
+    for key, column in zip(VALIDATION_KEYS, VALIDATION_COLUMNS, strict=True):
+        row[column] = validation.get(key, "")
+    return row
 
 
 def _finished(run_dir: Path) -> dict[str, Any] | None:
@@ -170,34 +183,34 @@ def _finished(run_dir: Path) -> dict[str, Any] | None:
     return metrics if needed <= set(metrics) else None
 
 
-def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """loss -> metric -> (mean, std) over seeds (std 0 for a single seed)."""
+def summarise(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """loss -> metric -> (mean, std) over seeds (std 0 for a single seed).
+
+    Rows without a value in ``columns`` (e.g. no validation split) are left out of the summary.
+    """
     by_loss: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_loss.setdefault(row["loss"], []).append(row)
+        if all(row.get(key, "") != "" for key in columns):
+            by_loss.setdefault(row["loss"], []).append(row)
     summary = {}
     for loss, group in by_loss.items():
         summary[loss] = {}
-        for key in METRIC_COLUMNS:
+        for key in columns:
             values = [float(r[key]) for r in group]
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             summary[loss][key] = (statistics.fmean(values), std)
     return summary
 
 
-def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
-    """Mean +- std (in %) per loss, sorted by recall@1, the best of each column in bold."""
-    order = sorted(summary, key=lambda loss: -summary[loss]["recall@1"][0])
-    best = {key: max(summary[loss][key][0] for loss in order) for key in TABLE_COLUMNS}
-    header = "| loss | " + " | ".join(TABLE_COLUMNS) + " |"
-    lines = [header, "|---|" + "---:|" * len(TABLE_COLUMNS)]
-    for loss in order:
-        cells = []
-        for key in TABLE_COLUMNS:
-            mean, std = summary[loss][key]
-            cell = f"{100 * mean:.2f} ± {100 * std:.2f}"
-            cells.append(f"**{cell}**" if math.isclose(mean, best[key]) else cell)
-        lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+def markdown_table(
+    summary: dict[str, dict[str, tuple[float, float]]],
+    seeds: int,
+    columns: Sequence[str] = TABLE_COLUMNS,
+) -> str:
+    """Mean +- std (in %) per loss, sorted by the first column, the best of each in bold."""
+    lines = _table_rows(summary, columns)
     lines.append("")
     lines.append(
         f"Mean ± standard deviation over {seeds} seed(s), in %. `pretrained`: the backbone's"
@@ -206,16 +219,52 @@ def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: in
     return "\n".join(lines) + "\n"
 
 
+def validation_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+    """The validation classes' figures at each run's selected epoch (where settings are chosen)."""
+    lines = [
+        "",
+        "Validation classes (held-out training classes, at the selected epoch): choose settings",
+        "on these columns, never on the test columns above.",
+        "",
+        *_table_rows(summary, VALIDATION_COLUMNS),
+        "",
+        f"Mean ± standard deviation over {seeds} seed(s), in %.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _table_rows(
+    summary: dict[str, dict[str, tuple[float, float]]], columns: Sequence[str]
+) -> list[str]:
+    order = sorted(summary, key=lambda loss: -summary[loss][columns[0]][0])
+    best = {key: max(summary[loss][key][0] for loss in order) for key in columns}
+    header = "| loss | " + " | ".join(columns) + " |"
+    lines = [header, "|---|" + "---:|" * len(columns)]
+    for loss in order:
+        cells = []
+        for key in columns:
+            mean, std = summary[loss][key]
+            cell = f"{100 * mean:.2f} ± {100 * std:.2f}"
+            cells.append(f"**{cell}**" if math.isclose(mean, best[key]) else cell)
+        lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_results(rows: Sequence[dict[str, Any]], output: Path) -> None:
     """results.csv, results.md and results.png in ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     with (output / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["loss", "seed", *METRIC_COLUMNS])
+        fields = ["loss", "seed", *METRIC_COLUMNS, *VALIDATION_COLUMNS]
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows)
     seeds = len({row["seed"] for row in rows})
-    (output / "results.md").write_text(markdown_table(summary, seeds))
+    text = markdown_table(summary, seeds)
+    validation = summarise(rows, VALIDATION_COLUMNS)
+    if validation:
+        text += validation_table(validation, seeds)
+    (output / "results.md").write_text(text)
     _bar_chart(summary, output / "results.png")
 
 
