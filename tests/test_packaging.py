@@ -120,17 +120,18 @@ def _clean_env() -> dict[str, str]:
 
 
 def test_the_wheel_holds_the_package_the_configs_and_the_script(wheel: Path) -> None:
+    info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"  # daalml-VERSION.dist-info
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        entry_points = archive.read("daalml-0.1.0.dist-info/entry_points.txt").decode()
-        metadata = archive.read("daalml-0.1.0.dist-info/METADATA").decode()
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+        metadata = archive.read(f"{info}/METADATA").decode()
         shipped = archive.read("daalml/configs/glyphs_smallcnn_daal.yaml").decode()
     configs = sorted(n[len("daalml/configs/") : -5] for n in names if n.endswith(".yaml"))
     assert configs == SHIPPED
     assert shipped == (CONFIG_DIR / "glyphs_smallcnn_daal.yaml").read_text()
     sources = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src").rglob("*.py")}
     assert sources <= names
-    assert {"daalml/py.typed", "daalml-0.1.0.dist-info/licenses/LICENSE"} <= names
+    assert {"daalml/py.typed", f"{info}/licenses/LICENSE"} <= names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "configs/"))]
     assert "daalml = daalml.cli:main" in entry_points
     assert "Requires-Dist: matplotlib" in metadata  # the demo needs it on a plain install
