@@ -1,15 +1,19 @@
-"""MkDocs hook: the CLI reference page is generated from the Typer app, so it cannot drift.
+"""MkDocs hooks: the CLI reference generated from the Typer app; Sphinx roles made readable.
 
-``docs/api/cli.md`` holds the marker ``<!-- daalml-cli -->``; this hook replaces it with a
-table of the commands and, per command, its usage line, arguments and options.
+``docs/api/cli.md`` holds the marker ``<!-- daalml-cli -->``; it is replaced with a table of
+the commands and, per command, its usage line, arguments and options, so it cannot drift.
+Docstrings here and there write Sphinx roles (``:func:`knn```); the rendered pages show the
+name as code without the role prefix.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 MARKER = "<!-- daalml-cli -->"
+_ROLE = re.compile(r":(?:attr|class|data|exc|func|meth|mod|obj):(<code>)")
 
 
 def _cell(text: str) -> str:
@@ -68,3 +72,8 @@ def cli_reference() -> str:
 def on_page_markdown(markdown: str, **_: Any) -> str:
     """Fill the marker (MkDocs calls this for every page)."""
     return markdown.replace(MARKER, cli_reference()) if MARKER in markdown else markdown
+
+
+def on_page_content(html_text: str, **_: Any) -> str:
+    """Drop Sphinx role prefixes (``:class:``) left in front of rendered code spans."""
+    return _ROLE.sub(r"\1", html_text)
