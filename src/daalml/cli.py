@@ -71,7 +71,9 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str = "") -> Table:
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: Annotated[
+        Path, typer.Argument(help="YAML config file, or a shipped config's name (daalml configs).")
+    ],
     set_: SetOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Run directory (default runs/<config>).")
@@ -112,7 +114,7 @@ def evaluate(
 
 
 # Commands of daalml.commands register themselves on `app` when imported.
-from daalml.commands import benchmark, demo, retrieval, viz  # noqa: E402,F401
+from daalml.commands import benchmark, configs, demo, retrieval, viz  # noqa: E402,F401
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from daalml.errors import DaalmlError
+from daalml.shipped import resolve_config
 
 __all__ = [
     "BACKBONES",
@@ -521,14 +522,17 @@ def load_config(
     *,
     base: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults <- ``base`` <- YAML at ``path`` <- ``overrides`` ("train.lr=1e-3"), validated."""
+    """Defaults <- ``base`` <- YAML at ``path`` <- ``overrides`` ("train.lr=1e-3"), validated.
+
+    ``path`` may also name a shipped config (``daalml configs`` lists them): a real file wins.
+    """
     merged: dict[str, Any] = {}
     sources = []
     if base is not None:
         _merge(merged, _check_types(_normalize(base, "<base>"), "<base>"))
         sources.append("<base>")
     if path is not None:
-        path = Path(path)
+        path = resolve_config(path)  # a file, or the name of a config shipped in the package
         _merge(merged, _check_types(_normalize(_read_yaml(path), str(path)), str(path)))
         sources.append(str(path))
     if isinstance(overrides, str):
