@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from importlib import metadata
 from pathlib import Path
@@ -99,6 +100,12 @@ def test_validation_selects_and_evaluate_reproduces(tmp_path: Path) -> None:
         assert column in header  # the training curves' inputs, per epoch
     best = load_checkpoint(run / "checkpoints" / "best.ckpt")
     assert metrics["selected_epoch"] == best["epoch"]
+    # metrics.json reports the validation figures of the selected epoch, as logged then
+    rows = list(csv.DictReader((run / "logs" / "metrics.csv").open()))
+    logged = [r for r in rows if r.get("val/recall@1") and int(r["epoch"]) == best["epoch"]]
+    assert len(logged) == 1
+    for key in ("recall@1", "map@r", "nmi"):
+        assert metrics["validation"][key] == pytest.approx(float(logged[0][f"val/{key}"]))
     result = runner.invoke(
         app, ["evaluate", str(run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "ev")]
     )

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -48,6 +49,7 @@ def loaded(daal_run: Path) -> Run:
         (["--method", "tsne"], (1000, 800)),
         (["--method", "pca"], (1000, 800)),
         (["--kind", "segments"], (1000, 800)),
+        (["--kind", "margins"], (1200, 500)),
         # 6 test classes -> 6 query rows of 1 + 5 thumbnails, 1.4 in each (+0.5 in title)
         (["--kind", "retrieval"], (840, 890)),
         (["--kind", "curves"], (1200, 450)),
@@ -118,8 +120,10 @@ def test_report_is_one_self_contained_page(run_copy: Path) -> None:
     path = run_copy / "report.html"
     assert printed.strip().splitlines()[-1] == str(path)
     page = path.read_text(encoding="utf-8")
-    assert page.count("<img ") == 4  # map, segments, retrieval grid, curves
-    assert _embedded_pngs(page) == [(1000, 800), (1000, 800), (840, 890), (1200, 450)]
+    assert page.count("<img ") == 5  # map, segments, margins, retrieval grid, curves
+    sizes = [(1000, 800), (1000, 800), (1200, 500), (840, 890), (1200, 450)]
+    assert _embedded_pngs(page) == sizes
+    assert "DAAL margins and class thickness" in page
     assert "<td>pretrained</td>" in page and "<td>trained</td>" in page
     assert "recall@1" in page and "selected_epoch" in page
     assert "backbone: small_cnn" in page  # the config, as YAML
@@ -132,11 +136,15 @@ def test_report_of_a_non_daal_run(tmp_path: Path, colour_data: Path) -> None:
         tmp_path, colour_data, loss={"name": "proxy_anchor"}, train={"epochs": 1, "val_classes": 0}
     )
     assert "has no class segments" in invoke_fails("visualize", str(run), "--kind", "segments")
+    message = invoke_fails("visualize", str(run), "--kind", "margins")
+    assert "loss 'proxy_anchor' is not DAAL, it has no class thickness" in message
+    assert len(message.strip().splitlines()) == 1
     (run / "logs" / "metrics.csv").unlink()
     invoke_ok("report", str(run), "--method", "pca")
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "loss &#x27;proxy_anchor&#x27; has no segments" in page
     assert "no logs/metrics.csv in this run" in page
+    assert "loss &#x27;proxy_anchor&#x27; is not DAAL: it has no class thickness" in page
     assert page.count("<img ") == 2
 
 
@@ -162,3 +170,33 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, run_copy: Path) -> 
         assert image.size == (1200, 3000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # text and pictures, not a blank page
+
+
+def test_margins_figure_shows_the_checkpointed_statistics(daal_run: Path) -> None:
+    """The plotted points are the checkpoint's sigma_perp and the loss's margins(), per class."""
+    from daalml.engine.checkpoint import load_checkpoint
+    from daalml.engine.run import load_module
+    from daalml.viz.figures import checkpoint_margins_figure, margin_data
+
+    path = daal_run / "checkpoints" / "best.ckpt"
+    state = load_checkpoint(path)["state_dict"]
+    loss = load_module(path)[0].loss.loss
+    data = margin_data(loss)
+    assert np.array_equal(data.sigma_perp, state["loss.loss.sigma_perp"].double().numpy())
+    assert np.array_equal(data.seen, state["loss.loss.seen"].numpy())
+    assert np.array_equal(data.margins, loss.margins().double().numpy())
+    assert data.seen.all() and (data.sigma_perp > 0).all()  # every class trained: all drawn
+    assert len(set(data.margins.round(12).tolist())) > 1  # kappa=0.5: margins differ
+
+    figure = checkpoint_margins_figure(daal_run)
+    scatter, histogram = figure.axes
+    points = scatter.collections[0].get_offsets()
+    assert np.allclose(points[:, 0], data.sigma_perp) and np.allclose(points[:, 1], data.margins)
+    seen_bars, unseen_bars = histogram.containers
+    assert sum(bar.get_height() for bar in seen_bars) == len(data.margins)
+    assert sum(bar.get_height() for bar in unseen_bars) == 0
+    title = figure._suptitle.get_text()
+    assert f"thickness statistic '{data.thickness}'" in title and "kappa = 0.5" in title
+    assert scatter.get_xlabel().startswith("thickness sigma_perp")
+    assert scatter.get_ylabel() == histogram.get_xlabel() == "margin delta_c"
+    assert histogram.get_ylabel() == "classes"

@@ -17,6 +17,7 @@ from daalml.viz.plots import (
     GridRow,
     class_colours,
     embedding_map,
+    margins_view,
     project_2d,
     read_epoch_log,
     retrieval_grid,
@@ -156,3 +157,44 @@ def test_glyph_datasets_give_images_and_names() -> None:
     assert class_names_of(dataset) == ["A", "B"]
     subset = torch.utils.data.Subset(dataset, [2, 1])
     assert np.array_equal(images_of(subset)(1), image)
+
+
+def test_margins_view_draws_never_seen_classes_apart() -> None:
+    """Seen classes are the points and the blue bars; never-seen ones grey, counted apart."""
+    from daalml.losses.daal import DAALLoss
+    from daalml.viz.figures import margins_figure
+
+    loss = DAALLoss(6, 4, kappa=1.0, delta=0.1, delta_max=0.5)
+    loss.sigma_perp.copy_(torch.tensor([0.1, 0.2, 0.4, 0.8, 0.0, 0.0]))
+    loss.seen.copy_(torch.tensor([True, True, True, True, False, False]))
+    figure = margins_figure(loss)
+    scatter, histogram = figure.axes
+    seen_points, unseen_points = (c.get_offsets() for c in scatter.collections[:2])
+    expected = loss.margins().double().numpy()
+    assert np.allclose(seen_points, np.stack([[0.1, 0.2, 0.4, 0.8], expected[:4]], axis=1))
+    assert len(unseen_points) == 0  # listed in the legend, not squashing the seen ones' scale
+    legend = [t.get_text() for t in scatter.get_legend().get_texts()]
+    assert legend[1] == "never seen (2): no thickness, margin = delta (not drawn)"
+    assert scatter.get_ylim()[0] > 0.0 and scatter.get_xlim()[0] > 0.0  # fits the seen ones
+    assert expected[0] > expected[1] > expected[2] > expected[3]  # tight -> larger margin
+    seen_bars, unseen_bars = histogram.containers
+    assert sum(b.get_height() for b in seen_bars) == 4
+    assert sum(b.get_height() for b in unseen_bars) == 2
+    labels = [t.get_text() for t in histogram.get_legend().get_texts()]
+    assert labels == ["seen (4)", "never seen (2)"]
+    assert "kappa = 1" in figure._suptitle.get_text()
+
+
+def test_margins_view_equal_margins_and_errors(tmp_path: Path) -> None:
+    figure = margins_view(
+        [0.3, 0.5], [0.1, 0.1], [True, True], delta=0.1, delta_min=0.0, delta_max=0.3
+    )
+    assert _size(save_figure(figure, tmp_path / "m.png")) == (1200, 500)
+    low, high = figure.axes[1].get_xlim()
+    assert low < 0.1 < high and high - low < 0.1  # a visible bar around the one value
+    nothing_seen = margins_view(
+        [0.0, 0.0], [0.1, 0.1], [False, False], delta=0.1, delta_min=0.0, delta_max=0.3
+    )
+    assert np.allclose(nothing_seen.axes[0].collections[1].get_offsets(), [[0, 0.1], [0, 0.1]])
+    with pytest.raises(DaalmlError, match="must be the same non-empty length"):
+        margins_view([0.1], [0.1, 0.2], [True], delta=0.1, delta_min=0.0, delta_max=0.3)

@@ -15,7 +15,12 @@ from daalml.cli import SetOption, _guard, app
 def benchmark(
     config: Annotated[Path, typer.Argument(help="YAML config: data and model are enough.")],
     losses: Annotated[
-        str, typer.Option("--losses", help="Comma-separated loss names, or 'all'.")
+        str,
+        typer.Option(
+            "--losses",
+            help="Comma-separated loss names or variants NAME@key=value[@key=value...] "
+            "(daal@kappa=1.0), or 'all'.",
+        ),
     ] = "daal,proxy_anchor",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per loss (0..N-1).")] = 3,
     output: Annotated[

@@ -23,7 +23,8 @@ def visualize(
         typer.Option(
             "--kind",
             "-k",
-            help="map (test embeddings by class), segments (DAAL), retrieval (grid), curves.",
+            help="map (test embeddings by class), segments (DAAL), margins (DAAL: class "
+            "thickness vs margin), retrieval (grid), curves.",
         ),
     ] = "map",
     output: Annotated[

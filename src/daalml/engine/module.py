@@ -21,6 +21,7 @@ from daalml.metrics import retrieval_metrics
 from daalml.models.embedder import EmbeddingModel
 
 PROGRESS_KEY = "daalml_progress"
+VAL_METRICS_KEY = "daalml_val_metrics"
 
 
 class NonFiniteLossError(DaalmlError, RuntimeError):
@@ -76,6 +77,9 @@ class EmbeddingModule(L.LightningModule):
         )
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+        # the last validation's figures, saved in checkpoints: best.ckpt then holds those of the
+        # selected epoch, which metrics.json reports (model selection is made on them)
+        self.val_metrics: dict[str, float] = {}
         # where training stands inside an epoch, saved in checkpoints for an exact resume
         self.progress_epoch = 0
         self.progress_batches = 0
@@ -151,12 +155,15 @@ class EmbeddingModule(L.LightningModule):
             "batches": self.progress_batches,
             "steps_per_epoch": int(steps) if math.isfinite(steps) else 0,
         }
+        if self.val_metrics:
+            checkpoint[VAL_METRICS_KEY] = dict(self.val_metrics)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         progress = checkpoint.get(PROGRESS_KEY)
         if isinstance(progress, dict):
             self.progress_epoch = int(progress.get("epoch", 0))
             self.progress_batches = int(progress.get("batches", 0))
+        self.val_metrics = dict(checkpoint.get(VAL_METRICS_KEY, {}))
 
     def _trainable_backbone(self) -> list[tuple[str, nn.Parameter]]:
         backbone = self.model.backbone
@@ -193,6 +200,7 @@ class EmbeddingModule(L.LightningModule):
                 self.usual_causes(),
             )
         metrics = retrieval_metrics(embeddings, labels, ks=(1,), seed=self.cfg.train.seed)
+        self.val_metrics = {key: float(value) for key, value in metrics.items()}
         self.log("val/recall@1", metrics["recall@1"], prog_bar=True, sync_dist=True)
         self.log("val/map@r", metrics["map@r"], sync_dist=True)
         self.log("val/nmi", metrics["nmi"], sync_dist=True)

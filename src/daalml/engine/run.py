@@ -53,7 +53,7 @@ from daalml.engine.distributed import (
     strategy,
     world,
 )
-from daalml.engine.module import EmbeddingModule, NonFiniteLossError
+from daalml.engine.module import VAL_METRICS_KEY, EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
 from daalml.losses.registry import MetricLoss, build_loss
 from daalml.metrics import query_gallery_metrics, retrieval_metrics
@@ -520,6 +520,8 @@ def train(
     results: dict[str, Any] = dict(test_metrics)
     results["pretrained"] = pretrained
     results["selected_epoch"] = int(selected_epoch)
+    if has_val:  # the validation classes' figures at the selected epoch (what selection saw)
+        results["validation"] = dict(module.val_metrics)
     results["skipped_images"] = len(data.skipped_images)
     results["excluded_queries"] = excluded
     _write_json(output / METRICS_FILE, results)
@@ -528,7 +530,7 @@ def train(
 
 
 def _select_best(trainer: L.Trainer, module: EmbeddingModule, best: str) -> int:
-    """Give every rank the weights of ``best`` (read by rank 0, broadcast); the selected epoch.
+    """Give every rank the weights (and validation figures) of ``best``; the selected epoch.
 
     With no best checkpoint the module keeps its last weights (the last epoch is selected).
     Broadcasting, rather than reading on every rank, needs no file system shared by the nodes.
@@ -536,11 +538,16 @@ def _select_best(trainer: L.Trainer, module: EmbeddingModule, best: str) -> int:
     state = None
     if trainer.is_global_zero and best and Path(best).is_file():
         saved = torch.load(best, map_location="cpu", weights_only=False)
-        state = {"state_dict": saved["state_dict"], "epoch": int(saved["epoch"])}
+        state = {
+            "state_dict": saved["state_dict"],
+            "epoch": int(saved["epoch"]),
+            "val_metrics": saved.get(VAL_METRICS_KEY, {}),
+        }
     state = trainer.strategy.broadcast(state, src=0)
     if state is None:
         return trainer.current_epoch - 1
     module.load_state_dict(state["state_dict"])
+    module.val_metrics = dict(state["val_metrics"])
     return state["epoch"]
 
 

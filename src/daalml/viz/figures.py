@@ -1,12 +1,14 @@
 """The pictures of one run: from a loaded :class:`~daalml.viz.run.Run` to matplotlib figures.
 
 ``visualize(run_dir, kind=...)`` is what ``daalml visualize`` calls: ``map`` (2-D map of the
-test embeddings), ``segments`` (DAAL class segments), ``retrieval`` (query grid) or
+test embeddings), ``segments`` (DAAL class segments), ``margins`` (DAAL: each training class's
+thickness against its margin, read from the checkpoint), ``retrieval`` (query grid) or
 ``curves`` (training curves from logs/metrics.csv).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from daalml.viz.plots import (
     METHODS,
     GridRow,
     embedding_map,
+    margins_view,
     project_2d,
     read_epoch_log,
     retrieval_grid,
@@ -27,21 +30,26 @@ from daalml.viz.plots import (
     segments_view,
     training_curves,
 )
-from daalml.viz.run import EmbeddedSet, Run, load_run
+from daalml.viz.run import EmbeddedSet, Run, find_checkpoint, load_run
 
 __all__ = [
     "KINDS",
+    "MarginData",
+    "checkpoint_margins_figure",
     "curves_figure",
     "daal_loss",
     "default_output",
     "map_figure",
+    "margin_data",
+    "margins_figure",
     "retrieval_figure",
     "retrieval_rows",
     "segments_figure",
     "visualize",
 ]
 
-KINDS = ("map", "segments", "retrieval", "curves")
+KINDS = ("map", "segments", "margins", "retrieval", "curves")
+V1_THICKNESS = "rms_distance"  # the statistic of losses built before ``thickness`` existed
 LOG_FILE = Path("logs") / "metrics.csv"
 MAX_MAP_POINTS = 10_000
 
@@ -103,6 +111,72 @@ def segments_figure(run: Run, *, n_classes: int = 5) -> Figure:
         mode=loss.segment,
         title=title,
     )
+
+
+@dataclass(frozen=True)
+class MarginData:
+    """What the margins view draws, per training class, as the checkpoint holds it."""
+
+    sigma_perp: np.ndarray  # (C,) thickness statistic
+    margins: np.ndarray  # (C,) delta_c from DAALLoss.margins()
+    seen: np.ndarray  # (C,) bool: the class's statistics were ever updated
+    thickness: str  # which statistic sigma_perp is ("spread" or "rms_distance")
+    kappa: float
+    delta: float
+    delta_min: float
+    delta_max: float
+
+
+def margin_data(loss: DAALLoss) -> MarginData:
+    """The loss's thickness statistics and the margins it derives from them."""
+    with torch.no_grad():
+        return MarginData(
+            sigma_perp=loss.sigma_perp.detach().double().cpu().numpy(),
+            margins=loss.margins().detach().double().cpu().numpy(),
+            seen=loss.seen.detach().cpu().numpy().astype(bool),
+            thickness=str(getattr(loss, "thickness", V1_THICKNESS)),
+            kappa=float(loss.kappa),
+            delta=float(loss.delta),
+            delta_min=float(loss.delta_min),
+            delta_max=float(loss.delta_max),
+        )
+
+
+def _not_daal(where: object, name: str) -> DaalmlError:
+    return DaalmlError(
+        f"run {where}: loss {name!r} is not DAAL, it has no class thickness or adaptive "
+        "margins (the margins view is for DAAL runs)"
+    )
+
+
+def margins_figure(loss: DAALLoss, *, name: str = "daal") -> Figure:
+    """Each training class's thickness ``sigma_perp`` against its margin, and their histogram."""
+    data = margin_data(loss)
+    title = (
+        f"{name}: margins of {data.sigma_perp.size} training classes, thickness statistic "
+        f"'{data.thickness}', kappa = {data.kappa:g}"
+    )
+    return margins_view(
+        data.sigma_perp,
+        data.margins,
+        data.seen,
+        delta=data.delta,
+        delta_min=data.delta_min,
+        delta_max=data.delta_max,
+        title=title,
+        thickness_label=f"thickness sigma_perp ({data.thickness})",
+    )
+
+
+def checkpoint_margins_figure(run_dir: str | Path) -> Figure:
+    """:func:`margins_figure` of a run directory: the loss state from its checkpoint, no data."""
+    from daalml.engine.run import load_module
+
+    module, cfg = load_module(find_checkpoint(run_dir))
+    loss = getattr(module.loss, "loss", None)
+    if not isinstance(loss, DAALLoss):
+        raise _not_daal(run_dir, cfg.loss.name)
+    return margins_figure(loss, name=cfg.loss.name)
 
 
 def _pick_queries(queries: EmbeddedSet, gallery: EmbeddedSet, count: int) -> list[int]:
@@ -187,6 +261,8 @@ def visualize(
     path = Path(output) if output is not None else default_output(run_dir, kind, method)
     if kind == "curves":
         return save_figure(curves_figure(run_dir), path)
+    if kind == "margins":
+        return save_figure(checkpoint_margins_figure(run_dir), path)
     run = load_run(run_dir)
     if kind == "map":
         figure = map_figure(run, method)

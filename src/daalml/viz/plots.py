@@ -1,4 +1,5 @@
-"""The pictures, as pure functions of arrays: 2-D maps, DAAL segments, retrieval grids, curves.
+"""The pictures, as pure functions of arrays: 2-D maps, DAAL segments and margins, retrieval
+grids, curves.
 
 Each returns a matplotlib ``Figure`` of a fixed size (no tight bounding box), so a saved PNG is
 exactly ``figsize * dpi`` pixels. Figures are made without pyplot: no display or backend
@@ -19,6 +20,7 @@ import torch
 from matplotlib import patheffects
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageOps
 
 from daalml.errors import DaalmlError
@@ -28,6 +30,7 @@ __all__ = [
     "GridRow",
     "class_colours",
     "embedding_map",
+    "margins_view",
     "project_2d",
     "read_epoch_log",
     "retrieval_grid",
@@ -41,10 +44,12 @@ DPI = 100
 MAP_SIZE = (10.0, 8.0)  # inches: the plot on the left, the legend on the right
 SEGMENTS_SIZE = (10.0, 8.0)
 CURVES_SIZE = (12.0, 4.5)
+MARGINS_SIZE = (12.0, 5.0)
 GRID_CELL = 1.4  # inches per thumbnail
 THUMBNAIL = 96  # pixels
 MAX_LEGEND = 30
 CORRECT, WRONG, QUERY = "#2ca02c", "#d62728", "#1f4e9c"
+SEEN, UNSEEN = "#1f77b4", "#999999"
 ArrayLike = torch.Tensor | np.ndarray
 
 
@@ -233,6 +238,111 @@ def segments_view(
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_aspect("equal", adjustable="datalim")
+    return figure
+
+
+# ---------------------------------------------------------------------------- DAAL margins
+def _padded(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits around ``values`` with 8% room (a small fixed room when they are equal)."""
+    low, high = float(values.min()), float(values.max())
+    room = 0.08 * (high - low) if high > low else 0.05 * max(abs(high), 1e-3)
+    return low - room, high + room
+
+
+def margins_view(
+    sigma_perp: ArrayLike,
+    margins: ArrayLike,
+    seen: ArrayLike,
+    *,
+    delta: float,
+    delta_min: float,
+    delta_max: float,
+    title: str = "",
+    thickness_label: str = "thickness sigma_perp",
+) -> Figure:
+    """Density awareness at a glance: each class's thickness against its margin, and the
+    histogram of the margins.
+
+    Left: one point per class ``(sigma_perp[c], margins[c])``, seen classes in blue, classes
+    never seen in training grey crosses (their margin is ``delta``, their thickness 0). The
+    dotted line is ``delta``, the dashed ones the clip range ``[delta_min, delta_max]``, the
+    vertical one the mean thickness of the seen classes (where the margin equals ``delta``).
+    Right: the margins' histogram, never-seen classes stacked in grey and counted apart.
+    """
+    sigma = _numpy(sigma_perp).astype(np.float64).ravel()
+    margin = _numpy(margins).astype(np.float64).ravel()
+    known = _numpy(seen).astype(bool).ravel()
+    if not sigma.shape == margin.shape == known.shape or sigma.size == 0:
+        raise DaalmlError(
+            f"margins view: sigma_perp {sigma.shape}, margins {margin.shape} and seen "
+            f"{known.shape} must be the same non-empty length"
+        )
+    n_seen, n_unseen = int(known.sum()), int((~known).sum())
+    figure = _figure(MARGINS_SIZE)
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": (1.4, 1.0)})
+    left.scatter(
+        sigma[known],
+        margin[known],
+        s=22,
+        color=SEEN,
+        alpha=0.8,
+        lw=0,
+        label=f"seen in training ({n_seen})",
+    )
+    # never-seen classes have no thickness (0) and margin delta: drawn only when nothing else is,
+    # else listed in the legend, so that they do not squash the seen classes' scale
+    hidden = n_seen > 0
+    left.scatter(
+        [] if hidden else sigma[~known],
+        [] if hidden else margin[~known],
+        s=30,
+        color=UNSEEN,
+        marker="x",
+        lw=1,
+        label=f"never seen ({n_unseen}): no thickness, margin = delta"
+        + (" (not drawn)" if hidden and n_unseen else ""),
+    )
+    left.axhline(delta, color="k", ls=":", lw=1, label=f"delta = {delta:g}")
+    for bound, label in ((delta_min, f"clip [{delta_min:g}, {delta_max:g}]"), (delta_max, None)):
+        left.axhline(bound, color="k", ls="--", lw=0.8, alpha=0.5, label=label)
+    if n_seen:
+        mean = float(sigma[known].mean())
+        left.axvline(
+            mean, color=SEEN, ls="-.", lw=0.8, alpha=0.6, label=f"mean thickness {mean:.4g}"
+        )
+        left.set_xlim(*_padded(sigma[known]))
+        left.set_ylim(*_padded(np.append(margin[known], delta)))
+    left.set_xlabel(thickness_label)
+    left.set_ylabel("margin delta_c")
+    heading = "thickness vs margin, one point per class"
+    if n_seen:
+        heading += (
+            f"; seen: thickness {sigma[known].min():.4g}-{sigma[known].max():.4g}, "
+            f"margin {margin[known].min():.4g}-{margin[known].max():.4g}"
+        )
+    left.set_title(heading, fontsize=10)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="best")
+
+    low, high = float(margin.min()), float(margin.max())
+    if high - low < 1e-9:  # every margin equal (kappa = 0): one visible bar around it
+        low, high = low - 0.01, high + 0.01
+    edges = np.linspace(low, high, num=min(30, max(5, sigma.size // 3)) + 1)
+    right.hist(
+        [margin[known], margin[~known]],
+        bins=edges,
+        stacked=True,
+        color=[SEEN, UNSEEN],
+        label=[f"seen ({n_seen})", f"never seen ({n_unseen})"],
+    )
+    right.xaxis.set_major_locator(MaxNLocator(5))
+    right.set_xlabel("margin delta_c")
+    right.set_ylabel("classes")
+    right.set_title("histogram of the margins", fontsize=10)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    figure.suptitle(title or f"DAAL margins of {sigma.size} classes")
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.11, top=0.86, wspace=0.22)
     return figure
 
 

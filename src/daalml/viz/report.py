@@ -2,7 +2,7 @@
 
 ``write_report(run_dir)`` writes RUN_DIR/report.html; it needs no network and no files beside
 it, so it can be mailed or attached as is. A picture that does not apply to the run (segments
-of a non-DAAL loss, curves without logs/metrics.csv) is replaced by a one-line note.
+and margins of a non-DAAL loss, curves without logs/metrics.csv) is replaced by a one-line note.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from daalml.viz.figures import (
     curves_figure,
     daal_loss,
     map_figure,
+    margins_figure,
     retrieval_figure,
     segments_figure,
 )
@@ -103,10 +104,20 @@ def _metrics_section(run_dir: Path) -> str:
 
 def _pictures(run: Run, method: str, n_queries: int, k: int) -> list[tuple[str, str]]:
     sections = [(f"Test embeddings ({method})", _img(map_figure(run, method), "embedding map"))]
-    if daal_loss(run) is not None:
+    loss = daal_loss(run)
+    if loss is not None:
         sections.append(("DAAL class segments", _img(segments_figure(run), "DAAL segments")))
+        margins = margins_figure(loss, name=run.cfg.loss.name)
+        sections.append(("DAAL margins and class thickness", _img(margins, "DAAL margins")))
     else:
-        sections.append(("Class segments", _note(f"loss {run.cfg.loss.name!r} has no segments")))
+        name = run.cfg.loss.name
+        sections.append(("Class segments", _note(f"loss {name!r} has no segments")))
+        sections.append(
+            (
+                "Margins and class thickness",
+                _note(f"loss {name!r} is not DAAL: it has no class thickness or adaptive margins"),
+            )
+        )
     grid = retrieval_figure(run, n_queries=n_queries, k=k)
     sections.append(("Retrieval examples", _img(grid, "retrieval grid")))
     if (run.directory / LOG_FILE).is_file():
