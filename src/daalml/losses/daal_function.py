@@ -93,13 +93,13 @@ def _vertex_scalars(
     if point:
         return out
     direction = vertices[:, 1] - vertices[:, 0]  # raw u, (C, d)
-    raw_gap_sq = direction.square().sum(dim=-1)
+    raw_gap_sq = torch.linalg.vector_norm(direction, dim=-1).square()  # no (C, d) temporary
     uu = scale[:, 0] * scale[:, 1] * (raw_gap_sq - (norms[:, 0] - norms[:, 1]).square())
     uu = (uu + (unit_norms[:, 0] - unit_norms[:, 1]).square()).clamp_min(0.0)
     bb = unit_norms[:, 1].square()
     # <a^, u^> and scale_b - scale_a without cancellation, for short segments: with
     # |b|^2 - |a|^2 = <u, 2a + u>, scale_b - scale_a = -<u, 2a + u> / ((|a| + |b|) |a| |b|)
-    raw_au = (direction * vertices[:, 0]).sum(dim=-1)
+    raw_au = torch.linalg.vecdot(direction, vertices[:, 0])
     if normalize:
         both = projected.all(dim=1)
         denom = (norms.sum(dim=1) * norms.prod(dim=1)).clamp_min(EPS)
