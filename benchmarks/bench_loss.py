@@ -1,18 +1,23 @@
 """DAAL forward+backward against PML's ProxyAnchorLoss and the raw products, side by side.
 
     python benchmarks/bench_loss.py [--batch 128,256,512] [--classes 100,1000,10000] [--dim 512]
-        [--repeats 7] [--threads 1] [--device cpu|cuda]
+        [--repeats 7] [--threads 1] [--device cpu|cuda] [--baseline-src /work/main/src]
 
 Prints a markdown table of median milliseconds and the DAAL / Proxy-Anchor ratio, all measured in
 this one process (timings drift about +-30% between runs on a shared machine). The raw products
 of each loss (DAAL: two vertices per class, Proxy-Anchor: one proxy) are timed too, so that each
-loss's own overhead (total minus its products) can be compared.
+loss's own overhead (total minus its products) can be compared. ``--baseline-src`` also times
+the DAALLoss of another source tree (e.g. the code before a change) in the same turns, and adds
+its time and the ratio of this tree's DAAL to it: a change measured without the between-run
+drift.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -68,8 +73,35 @@ def products_step(embeddings: torch.Tensor, weights: torch.Tensor):
     return step
 
 
+def baseline_daal(src: str) -> type[torch.nn.Module]:
+    """DAALLoss of the daalml package under ``src``, imported next to this tree's one."""
+
+    def ours() -> dict[str, object]:
+        return {k: m for k, m in sys.modules.items() if k == "daalml" or k.startswith("daalml.")}
+
+    current = ours()
+    for key in current:
+        del sys.modules[key]
+    sys.path.insert(0, src)
+    try:
+        loaded = importlib.import_module("daalml.losses.daal")
+        if not loaded.__file__.startswith(src):
+            raise SystemExit(f"--baseline-src {src}: no daalml package there")
+        return loaded.DAALLoss
+    finally:
+        sys.path.remove(src)
+        for key in ours():
+            del sys.modules[key]
+        sys.modules.update(current)
+
+
 def loss_table(
-    batches: list[int], classes: list[int], dim: int, repeats: int, device: torch.device
+    batches: list[int],
+    classes: list[int],
+    dim: int,
+    repeats: int,
+    device: torch.device,
+    baseline: type[torch.nn.Module] | None = None,
 ) -> list[str]:
     """Markdown rows: Proxy-Anchor, DAAL and the raw products, side by side, per (B, C)."""
     rows = [
@@ -77,6 +109,9 @@ def loss_table(
         "| 1 product fwd+bwd ms | DAAL - 2 products ms | PA - 1 product ms |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    if baseline is not None:
+        rows[0] += " baseline DAAL ms | DAAL / baseline |"
+        rows[1] += "---|---|"
     for batch in batches:
         for num_classes in classes:
             embeddings = torch.randn(batch, dim, device=device)
@@ -90,6 +125,10 @@ def loss_table(
                 "raw": products_step(embeddings, weights),
                 "raw1": products_step(embeddings, weights[:num_classes]),
             }
+            if baseline is not None:
+                old = baseline(num_classes, dim).to(device)
+                old.load_state_dict(daal.state_dict(), strict=False)  # the same vertices
+                steps["old"] = loss_step(old, embeddings, labels)
             ms = interleaved_median_ms(
                 steps, max(3, repeats if num_classes <= 1000 else repeats // 2), device
             )
@@ -98,6 +137,8 @@ def loss_table(
                 f"| {ms['daal'] / ms['pa']:.2f} | {ms['raw']:.2f} | {ms['raw1']:.2f} "
                 f"| {ms['daal'] - ms['raw']:.2f} | {ms['pa'] - ms['raw1']:.2f} |"
             )
+            if baseline is not None:
+                rows[-1] += f" {ms['old']:.2f} | {ms['daal'] / ms['old']:.2f} |"
     return rows
 
 
@@ -109,6 +150,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--baseline-src", default=None, help="another tree's src/ to compare")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,7 +160,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, d={args.dim}\n")
     batches = [int(b) for b in args.batch.split(",")]
     classes = [int(c) for c in args.classes.split(",")]
-    print("\n".join(loss_table(batches, classes, args.dim, args.repeats, device)))
+    baseline = baseline_daal(args.baseline_src) if args.baseline_src else None
+    print("\n".join(loss_table(batches, classes, args.dim, args.repeats, device, baseline)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pytorch_metric_learning.losses import BaseMetricLossFunction
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
 from daalml.losses.daal_function import DAALFunction, DAALOptions, class_mean_norms_sq
@@ -36,7 +38,7 @@ _STATISTICS = ("sigma_perp", "sigma_par", "seen", "seen_par")
 _INIT_NOISE = 1e-2  # relative size of b_c - a_c at random init
 
 
-class DAALLoss(nn.Module):
+class DAALLoss(BaseMetricLossFunction):
     """Density-Aware Adaptive Line Margin loss; call as ``loss(embeddings, labels)``.
 
     The vertices are an ``nn.Parameter`` of this module: pass ``loss.parameters()`` to the
@@ -143,9 +145,15 @@ class DAALLoss(nn.Module):
             start, end = self._endpoints(x.dtype)
             return segment_geometry(x, start, end, self.segment).squared_distance.sqrt()
 
-    def margins(self) -> torch.Tensor:
-        """The adaptive margins delta_c (C,), from the statistics as they stand."""
-        sigma = self.sigma_perp.to(torch.promote_types(self.sigma_perp.dtype, torch.float32))
+    def margins(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The adaptive margins delta_c (C,), from the statistics as they stand.
+
+        Computed in ``dtype`` (default: the buffers' precision, at least float32), so that a
+        float64 loss gets its margins, ``delta`` included, to float64 precision.
+        """
+        if dtype is None:
+            dtype = torch.promote_types(self.sigma_perp.dtype, torch.float32)
+        sigma = self.sigma_perp.to(dtype)
         seen = self.seen
         sigma_bar = (sigma * seen).sum() / seen.sum().clamp_min(1)
         adaptive = seen & (sigma > 0)  # no data-dependent branch: no host sync on a GPU
@@ -154,17 +162,45 @@ class DAALLoss(nn.Module):
         return torch.where(adaptive, clipped, torch.full_like(sigma, self.delta))
 
     # ------------------------------------------------------------------ loss
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(  # type: ignore[override]
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        indices_tuple: tuple[torch.Tensor, ...] | None = None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss of a batch; the signature of a pytorch-metric-learning loss.
+
+        ``indices_tuple`` (a miner's pairs or triplets) is treated as PML's ProxyAnchorLoss
+        treats it: each sample is weighted by how often it occurs in the tuples (over the
+        most frequent one), w_i in [0, 1], and w_i - 1 is added to its logits in both terms,
+        so that a sample the miner left out counts e^-1 as much. Without tuples (or with empty
+        ones) every sample has weight 1. The density statistics always use every sample.
+        ``ref_emb``/``ref_labels``: as for PML's proxy losses, only the batch itself is accepted
+        (the references of a proxy loss are its class segments); anything else is a ValueError.
+        """
         self._check_inputs(embeddings, labels)
+        if (ref_emb is not None and ref_emb is not embeddings) or (
+            ref_labels is not None and ref_labels is not labels
+        ):
+            raise ValueError(
+                "ref_emb is not supported for this loss function (DAALLoss compares the batch "
+                "with its class segments, as PML's proxy losses do)"
+            )
         labels = labels.long()
         with torch.autocast(embeddings.device.type, enabled=False):
             dtype = self._compute_dtype(embeddings)
             vertices = self.vertices.to(dtype)
+            sample_bias = None
+            if indices_tuple is not None:
+                weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype)
+                sample_bias = weights - 1.0
             loss, intra, inter, elastic, own, per_class = DAALFunction.apply(
                 embeddings.to(dtype),
                 vertices,
                 labels,
-                self.margins().to(dtype),
+                self.margins(dtype),
                 self.gamma_len * self.sigma_par.to(dtype),
                 self.seen_par.to(dtype),
                 DAALOptions(
@@ -175,6 +211,7 @@ class DAALLoss(nn.Module):
                     normalize=self.normalize,
                     class_means=self.training and self.thickness == "spread",
                 ),
+                sample_bias,
             )
             self.last_terms = {"intra": intra, "inter": inter, "elastic": elastic}
             if self.training:
@@ -352,7 +389,10 @@ class DAALLoss(nn.Module):
             raise ValueError(f"labels must be integers, got {labels.dtype}")
         if labels.numel() == 0:
             raise ValueError("the batch is empty: DAALLoss needs at least one embedding")
-        if labels.min() < 0 or labels.max() >= self.num_classes:
+        if torch.compiler.is_compiling():  # no data-dependent branch in a compiled graph
+            in_range = ((labels >= 0) & (labels < self.num_classes)).all()
+            torch._assert_async(in_range, "a label is outside [0, num_classes) for DAALLoss")
+        elif labels.min() < 0 or labels.max() >= self.num_classes:
             bad = labels[(labels < 0) | (labels >= self.num_classes)][0].item()
             raise ValueError(
                 f"label {bad} is outside [0, {self.num_classes}) for this loss's "

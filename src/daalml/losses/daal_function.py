@@ -92,11 +92,24 @@ def _vertex_scalars(
     out = {"scale": scale, "projected": projected, "aa": unit_norms[:, 0].square()}
     if point:
         return out
-    raw_gap_sq = torch.linalg.vector_norm(vertices[:, 1] - vertices[:, 0], dim=-1).square()
+    direction = vertices[:, 1] - vertices[:, 0]  # raw u, (C, d)
+    raw_gap_sq = torch.linalg.vector_norm(direction, dim=-1).square()  # no (C, d) temporary
     uu = scale[:, 0] * scale[:, 1] * (raw_gap_sq - (norms[:, 0] - norms[:, 1]).square())
     uu = (uu + (unit_norms[:, 0] - unit_norms[:, 1]).square()).clamp_min(0.0)
     bb = unit_norms[:, 1].square()
-    out.update(bb=bb, uu=uu, ab=0.5 * (out["aa"] + bb - uu))
+    # <a^, u^> and scale_b - scale_a without cancellation, for short segments: with
+    # |b|^2 - |a|^2 = <u, 2a + u>, scale_b - scale_a = -<u, 2a + u> / ((|a| + |b|) |a| |b|)
+    raw_au = torch.linalg.vecdot(direction, vertices[:, 0])
+    if normalize:
+        both = projected.all(dim=1)
+        denom = (norms.sum(dim=1) * norms.prod(dim=1)).clamp_min(EPS)
+        accurate = -(2.0 * raw_au + raw_gap_sq) / denom
+        scale_gap = torch.where(both, accurate, scale[:, 1] - scale[:, 0])
+    else:
+        scale_gap = torch.zeros_like(raw_au)
+    au = scale[:, 0] * (scale[:, 1] * raw_au + scale_gap * norms[:, 0].square())
+    out.update(bb=bb, uu=uu, ab=0.5 * (out["aa"] + bb - uu), au=au, scale_gap=scale_gap)
+    out["direction"] = direction
     return out
 
 
@@ -117,7 +130,10 @@ def _similarities(
     rows = torch.arange(x.shape[0], device=x.device)
     own_offset = own_coord = own_t = x.new_zeros(x.shape[0])
     num_vertices = 1 if options.mode == "point" else 2
-    products = [x @ vertices[:, k].T for k in range(num_vertices)]  # raw vertices
+    products = [x @ vertices[:, 0].T]  # raw a, read in place
+    if num_vertices == 2:  # <x, u> directly: <x, b> - <x, a> would cancel for short segments
+        direction_products = x @ geo.pop("direction").T
+        products.append(products[0] + direction_products)  # <x, b>, for the backward's sums
     scale = geo["scale"]  # applied on the fly: <x, v^> = scale_v <x, v>
     own_start = products[0][rows, labels] * scale[labels, 0]  # <x_i, a^_{y_i}>
     # -D^2 / 2 = t (<x - a, u> - t |u|^2 / 2) + <x, a> - |x|^2 / 2 - |a|^2 / 2
@@ -126,8 +142,9 @@ def _similarities(
         half_neg_dist_sq = products[0] * scale[:, 0]
     else:
         uu = geo["uu"]
-        offset = torch.addcmul(geo["aa"] - geo["ab"], products[1], scale[:, 1])
-        offset.addcmul_(products[0], scale[:, 0], value=-1.0)  # <x - a, u>
+        # <x - a^, u^> = scale_b <x, u> + (scale_b - scale_a) <x, a> - <a^, u^>
+        offset = torch.addcmul(-geo["au"], direction_products, scale[:, 1])
+        offset.addcmul_(products[0], geo["scale_gap"])
         own_offset = offset[rows, labels]
         own_coord = own_offset / (uu[labels].sqrt() + EPS)
         t = offset * torch.where(uu > 0, 1.0 / (uu + EPS), torch.zeros_like(uu))
@@ -148,14 +165,20 @@ def _proxy_anchor_terms(
     labels: torch.Tensor,
     counts: torch.Tensor,
     margins: torch.Tensor,
-    alpha: float,
-    lambda_inter: float,
+    options: DAALOptions,
+    sample_bias: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(L_intra, L_inter, dL/ds): overwrites ``similarity`` with the gradient."""
+    """(L_intra, L_inter, dL/ds): overwrites ``similarity`` with the gradient.
+
+    ``sample_bias`` (B,), if given, is added to every logit of its sample (PML's miner weights).
+    """
+    alpha, lambda_inter = options.alpha, options.lambda_inter
     batch, num_classes = similarity.shape
     rows = torch.arange(batch, device=similarity.device)
     # intra: per present class, log(1 + sum over its samples of exp(-alpha (s - m)))
     pos_logits = -alpha * (similarity[rows, labels] - margins[labels])
+    if sample_bias is not None:
+        pos_logits = pos_logits + sample_bias
     pos_shift = similarity.new_zeros(num_classes)
     pos_shift.scatter_reduce_(0, labels, pos_logits, reduce="amax", include_self=True)
     pos_weights = torch.exp(pos_logits - pos_shift[labels])
@@ -167,6 +190,8 @@ def _proxy_anchor_terms(
 
     # inter: per class, log(1 + sum over other samples of exp(alpha (s + m))), in place
     neg = similarity.add_(margins).mul_(alpha)
+    if sample_bias is not None:
+        neg.add_(sample_bias[:, None])
     neg[rows, labels] = float("-inf")
     neg_shift = neg.amax(dim=0).clamp_min_(0.0)
     weights = neg.sub_(neg_shift).exp_()
@@ -209,6 +234,7 @@ class DAALFunction(torch.autograd.Function):
         length_target: torch.Tensor,  # (C,) gamma_len * sigma_par
         length_mask: torch.Tensor,  # (C,) 1.0 where the elastic term applies
         options: DAALOptions,
+        sample_bias: torch.Tensor | None = None,  # (B,) added to each sample's logits
     ) -> tuple[torch.Tensor, ...]:
         point = options.mode == "point"
         x, inv_norm = embeddings, None
@@ -219,7 +245,7 @@ class DAALFunction(torch.autograd.Function):
         counts = x.new_zeros(vertices.shape[0]).index_add_(0, labels, x.new_ones(x.shape[0]))
         similarity, products, t, own = _similarities(x, vertices, labels, geo, options)
         intra, inter, grad_sim = _proxy_anchor_terms(
-            similarity, labels, counts, margins, options.alpha, options.lambda_inter
+            similarity, labels, counts, margins, options, sample_bias
         )
         loss = intra + options.lambda_inter * inter
         elastic = x.new_zeros(())
@@ -276,11 +302,19 @@ class DAALFunction(torch.autograd.Function):
                 grad_x = grad_x.sub_(x * radial).mul_(inv_norm)
         if ctx.needs_input_grad[1]:  # frozen vertices (a rigid line) skip this product
             scaled_x = x * grad_output
-            grad_vertices = torch.zeros_like(vertices) if ctx.point else torch.empty_like(vertices)
-            for k, grad in enumerate(grad_products):  # the product part, straight into (C, 2, d)
-                torch.mm(grad.T, scaled_x, out=grad_vertices[:, k])
+            if torch.compiler.is_compiling():  # out= into a strided view does not trace
+                parts = [grad.T @ scaled_x for grad in grad_products]
+                if ctx.point:
+                    parts.append(torch.zeros_like(parts[0]))
+                grad_vertices = torch.stack(parts, dim=1)
+            else:
+                grad_vertices = (
+                    torch.zeros_like(vertices) if ctx.point else torch.empty_like(vertices)
+                )
+                for k, grad in enumerate(grad_products):  # the product part, into (C, 2, d)
+                    torch.mm(grad.T, scaled_x, out=grad_vertices[:, k])
             grad_vertices = _add_vertex_terms(ctx, grad_output, grad_vertices, vertices)
-        return grad_x, grad_vertices, *[None] * 5
+        return grad_x, grad_vertices, *[None] * 6
 
 
 def _add_vertex_terms(
