@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -40,6 +41,7 @@ __all__ = [
     "sample_rank",
     "score_keys",
     "usable",
+    "worker_pool",
 ]
 
 CPU_BLOCK = 512
@@ -269,14 +271,25 @@ def iter_blocks(
     """
     if block is None:
         block = CUDA_BLOCK if query.device.type == "cuda" else CPU_BLOCK
+    with worker_pool(query.device, workers) as (pool, n_workers):
+        yield from _search(query, gallery, k, exclude_self, block, n_workers, pool)
+
+
+@contextmanager
+def worker_pool(
+    device: torch.device, workers: int | None = None
+) -> Iterator[tuple[ThreadPoolExecutor, int]]:
+    """A pool of ``workers`` Python threads (default: torch's thread count on CPU, 1 on a
+    GPU) with torch single-threaded while it is open, restored after."""
     if workers is None:
-        workers = 1 if query.device.type != "cpu" else torch.get_num_threads()
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+    workers = max(1, workers)
     threads = torch.get_num_threads()
     if workers > 1:
         torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            yield from _search(query, gallery, k, exclude_self, block, max(1, workers), pool)
+        with ThreadPoolExecutor(workers) as pool:
+            yield pool, workers
     finally:
         torch.set_num_threads(threads)
 

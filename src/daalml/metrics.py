@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_KMEANS_NITER",
     "KMEANS_SEED_MIN_POINTS",
     "KMEANS_SEED_POINTS_PER_CLUSTER",
+    "KMEANS_SEED_THREADS",
     "KnnBackend",
     "KnnFunc",
     "count_unmatchable_queries",
@@ -51,6 +52,10 @@ more than PML's whole k-means; a sample misses a class with probability about e^
 
 KMEANS_SEED_MIN_POINTS = 10_000
 """Sets up to this size are seeded from every point (the subsample would save little)."""
+
+KMEANS_SEED_THREADS = 1
+"""faiss threads for k-means++ seeding: one short parallel pass per centroid, each ending at
+a barrier; on the shared 2-core Xeon one thread seeded 6000 points 2.3x faster than two."""
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
@@ -242,7 +247,12 @@ def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
         sample = x[torch.from_numpy(pick).to(x.device)].cpu().numpy()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     seeder = _faiss_kmeans(sample.shape[0], sample.shape[1], n_clusters, seed, niter=0)
-    seeder.train(sample)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(KMEANS_SEED_THREADS)
+    try:
+        seeder.train(sample)
+    finally:
+        faiss.omp_set_num_threads(threads)
     return torch.from_numpy(seeder.centroids.copy()).to(x.device)
 
 
