@@ -12,7 +12,8 @@ and the backend that ran with the plain exact one (untimed). Prints the CPU feat
 found, the backend chosen, peak RSS; a markdown table; asserts nothing.
 
     python benchmarks/bench_metrics.py [--sizes 20000,60000] [--dim 512] [--per-class 50]
-        [--repeats 3] [--skip-pml] [--skip-check] [--device cpu|cuda]
+        [--repeats 3] [--skip-pml] [--skip-check] [--skip-floor] [--skip-knn-row]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -136,12 +137,15 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
     fns: dict[str, Callable[[], object]] = {"ours": lambda: retrieval_metrics(xt, yt)}
     if not args.skip_pml:
         fns["pml"] = lambda: calc.get_accuracy(x, y)
-    fns["floor"] = lambda: gemm_floor(xt)
+    if not args.skip_floor:
+        fns["floor"] = lambda: gemm_floor(xt)
     fns["kmeans"] = lambda: _nmi(xt, yt, 0, 20)
     out, times = in_turns(args.repeats, fns, device)
     ours = out["ours"]
     t_ours = statistics.median(times["ours"])
-    t_floor = statistics.median(times["floor"])
+    floor_cols = "- | - |"
+    if not args.skip_floor:
+        floor_cols = f"{med(times['floor'])} | {t_ours / statistics.median(times['floor']):.2f} |"
     share = statistics.median(times["kmeans"]) / t_ours
     n_classes = len(np.unique(y))
     head = f"| {n} | {n_classes} | {backend} |"
@@ -158,10 +162,9 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
         pml_cols = f"{med(times['pml'])} | {t_ours / t_pml:.2f} |"
         check = f"max diff {diff:.1e}; NMI {ours['nmi']:.4f} vs {pml['NMI']:.4f}"
     rows = [
-        f"{head} full | {med(times['ours'])} | {pml_cols} {med(times['floor'])} |"
-        f" {t_ours / t_floor:.2f} | {share:.0%} | {check} |"
+        f"{head} full | {med(times['ours'])} | {pml_cols} {floor_cols} {share:.0%} | {check} |"
     ]
-    if args.skip_pml:
+    if args.skip_pml or args.skip_knn_row:
         return rows
     xc = torch.from_numpy(x)
     knn_fns = {
@@ -192,6 +195,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds; medians reported")
     parser.add_argument("--skip-pml", action="store_true", help="time ours only (large N)")
     parser.add_argument("--skip-check", action="store_true", help="no exact-backend check")
+    parser.add_argument("--skip-floor", action="store_true", help="no GEMM floor timing")
+    parser.add_argument("--skip-knn-row", action="store_true", help="no kNN-only comparison")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

@@ -469,3 +469,18 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 600 |")]
     assert len(rows) == 2 and "= exact: True" in rows[1]
+
+
+def test_search_runs_at_full_fp32_precision_and_restores_the_setting() -> None:
+    g = random_unit(300, 16, seed=8)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        seen: list[str] = []
+        blocks = K.iter_knn(g, g, 5, exclude_self=True, chunk_size=64, backend="exact")
+        for _ in blocks:
+            seen.append(torch.get_float32_matmul_precision())
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -155,8 +155,26 @@ def iter_knn(
     """Yield ``(start, scores, indices)`` per block of ``chunk_size`` queries, best first.
 
     Inputs are L2-normalised fp32; ``k`` is already clamped to the available gallery size.
-    With ``exclude_self`` query row i is gallery row i and is never returned.
+    With ``exclude_self`` query row i is gallery row i and is never returned. fp32 matmuls
+    run at full precision meanwhile (a "high" or "medium" float32_matmul_precision, as
+    Lightning users set for training, would let them use TF32 or bf16: not exact).
     """
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield from _iter_knn(query, gallery, k, exclude_self, chunk_size, backend)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def _iter_knn(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude_self: bool,
+    chunk_size: int,
+    backend: str,
+) -> Iterator[Block]:
     n_q, n_g = query.shape[0], gallery.shape[0]
     chosen = resolve_backend(
         backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self

@@ -46,7 +46,8 @@ __all__ = [
 
 CPU_BLOCK = 512
 """Tile side on CPU: a 512 x 512 fp32 tile (1 MB) stays in a 1.25 MB L2 while it is scanned
-twice (rows and columns); measured against 256-2048 at N = 20000, d = 512."""
+twice (rows and columns). Not tuned further: 1024 and 2048 gave no clear gain on the loaded
+2-core Xeon (N = 20000, d = 512), where timings moved by tens of percent between runs."""
 
 CUDA_BLOCK = 4096
 """Tile side on a GPU, where per-tile kernel launches, not the cache, set the size."""
@@ -266,8 +267,8 @@ def iter_blocks(
     same values, only tiles on and above the diagonal are multiplied. On CPU the tiles of a
     sweep are shared among ``workers`` Python threads (default: torch's thread count) that
     run torch single-threaded meanwhile: a tile's many small operations then never wait at
-    a thread-pool barrier (measured: 2 torch threads on a loaded 2-core machine ran the
-    sequential loop 10x slower than one).
+    a thread-pool barrier (with 2 torch threads on a loaded 2-core machine, the sequential
+    loop was several times slower than with one).
     """
     if block is None:
         block = CUDA_BLOCK if query.device.type == "cuda" else CPU_BLOCK

@@ -55,7 +55,7 @@ KMEANS_SEED_MIN_POINTS = 10_000
 
 KMEANS_SEED_THREADS = 1
 """faiss threads for k-means++ seeding: one short parallel pass per centroid, each ending at
-a barrier; on the shared 2-core Xeon one thread seeded 6000 points 2.3x faster than two."""
+a barrier; on the shared, loaded 2-core Xeon one thread seeded faster than two."""
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
