@@ -1,37 +1,58 @@
 """Time daalml.metrics against pytorch-metric-learning's AccuracyCalculator, side by side.
 
 Both evaluate the same random clustered, L2-normalised embeddings in one process
-(PML's L2 kNN on unit vectors ranks exactly like our cosine kNN). Two comparisons per N:
-the full evaluation (retrieval_metrics vs AccuracyCalculator with k="max_bin_count" and
-precision_at_1, r_precision, mean_average_precision_at_r, NMI) and the kNN search alone
-(daalml.metrics.knn vs PML's FaissKNN). Each library is called once on a small set first,
-untimed (thread pools, faiss and oneDNN setup, our once-per-process bf16 probe); then each
-timing is the best of ``--repeats`` runs, ours and PML's alternating. The check
-column compares the metrics with PML's, the neighbours with PML's, and our bf16 and exact
-backends with each other (untimed). Prints a markdown table; asserts nothing.
+(PML's L2 kNN on unit vectors ranks exactly like our cosine kNN). Per N, taking turns in
+each of ``--repeats`` rounds (medians reported, with the spread): our full evaluation
+(retrieval_metrics), PML's (AccuracyCalculator, k="max_bin_count", precision_at_1,
+r_precision, mean_average_precision_at_r, NMI), the machine's GEMM floor (the one
+N x N x d fp32 product, 1024 rows at a time, results discarded) and our k-means alone
+(its share of the full time). Then the kNN search alone (daalml.metrics.knn vs PML's
+FaissKNN). The check column compares the metrics with PML's, the neighbours with PML's,
+and the backend that ran with the plain exact one (untimed). Prints the CPU features
+found, the backend chosen, peak RSS; a markdown table; asserts nothing.
 
-    python benchmarks/bench_metrics.py [--sizes 5000,20000,60000] [--dim 512] [--per-class 50]
-        [--repeats 3]
+    python benchmarks/bench_metrics.py [--sizes 20000,60000] [--dim 512] [--per-class 50]
+        [--repeats 3] [--skip-pml] [--skip-check] [--skip-floor] [--skip-knn-row]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
+import statistics
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
 
 import numpy as np
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
-from daalml._knn import resolve_backend
-from daalml.metrics import knn, retrieval_metrics
+from daalml import _knn
+from daalml.metrics import _nmi, knn, retrieval_metrics
 
-T = TypeVar("T")
-U = TypeVar("U")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_description() -> str:
+    """Model name and which of CPU_FLAGS /proc/cpuinfo lists (Linux; else torch's view)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    flags = set()
+    model = "unknown CPU"
+    for line in info.splitlines():
+        if line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+        if line.startswith("model name") and model == "unknown CPU":
+            model = line.split(":", 1)[1].strip()
+    found = [f for f in CPU_FLAGS if f in flags]
+    missing = [f for f in CPU_FLAGS if f not in flags]
+    return f"{model}; has {', '.join(found) or 'none'}; lacks {', '.join(missing) or 'none'}"
 
 
 def clustered(n: int, dim: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,23 +66,43 @@ def clustered(n: int, dim: int, per_class: int, seed: int) -> tuple[np.ndarray, 
     return x, labels
 
 
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def timer(device: torch.device) -> Callable[[Callable[[], object]], tuple[object, float]]:
+    def timed(fn: Callable[[], object]) -> tuple[object, float]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out, time.perf_counter() - start
+
+    return timed
 
 
-def best_of(
-    repeats: int, ours: Callable[[], T], theirs: Callable[[], U]
-) -> tuple[T, float, U, float]:
-    """Both results and the best time of each over ``repeats`` alternating runs."""
-    t_ours = t_theirs = float("inf")
+def in_turns(
+    repeats: int, fns: dict[str, Callable[[], object]], device: torch.device
+) -> tuple[dict[str, object], dict[str, list[float]]]:
+    """Last result and all times of each function, the functions taking turns."""
+    timed = timer(device)
+    out: dict[str, object] = {}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        out_ours, t = timed(ours)
-        t_ours = min(t_ours, t)
-        out_theirs, t = timed(theirs)
-        t_theirs = min(t_theirs, t)
-    return out_ours, t_ours, out_theirs, t_theirs
+        for name, fn in fns.items():
+            out[name], t = timed(fn)
+            times[name].append(t)
+    return out, times
+
+
+def med(ts: list[float]) -> str:
+    """Median, and the range when there is more than one run."""
+    m = statistics.median(ts)
+    return f"{m:.2f}" if len(ts) == 1 else f"{m:.2f} ({min(ts):.2f}-{max(ts):.2f})"
+
+
+def gemm_floor(x: torch.Tensor) -> None:
+    """The one N x N x d fp32 product, 1024 rows at a time (each block discarded)."""
+    for start in range(0, x.shape[0], 1024):
+        x[start : start + 1024] @ x.T
 
 
 def pml_calculator() -> AccuracyCalculator:
@@ -72,75 +113,120 @@ def pml_calculator() -> AccuracyCalculator:
     )
 
 
-def warm_up(dim: int, per_class: int, seed: int) -> None:
-    """One untimed call of each library on 2048 points."""
-    x, y = clustered(2048, dim, per_class, seed + 1)
-    retrieval_metrics(x, y)
-    pml_calculator().get_accuracy(x, y)
-    xt = torch.from_numpy(x)
+def warm_up(dim: int, per_class: int, seed: int, device: torch.device, pml: bool) -> None:
+    """One untimed call of each library on 4096 points (pools, faiss, our probe)."""
+    x, y = clustered(4096, dim, per_class, seed + 1)
+    xt = torch.from_numpy(x).to(device)
+    retrieval_metrics(xt, torch.from_numpy(y).to(device))
     knn(xt, xt, 10, exclude_self=True)
-    FaissKNN()(xt, 10, xt, True)
+    gemm_floor(xt)
+    if pml:
+        pml_calculator().get_accuracy(x, y)
+        FaissKNN()(torch.from_numpy(x), 10, torch.from_numpy(x), True)
 
 
-def bench(n: int, dim: int, per_class: int, seed: int, repeats: int) -> list[str]:
-    """Two markdown rows (full evaluation, kNN only) for one dataset size."""
-    x, y = clustered(n, dim, per_class, seed)
-    calc = pml_calculator()
-    ours, t_ours, pml, t_pml = best_of(
-        repeats, lambda: retrieval_metrics(x, y), lambda: calc.get_accuracy(x, y)
-    )
-    diff = max(
-        abs(ours["recall@1"] - pml["precision_at_1"]),
-        abs(ours["r_precision"] - pml["r_precision"]),
-        abs(ours["map@r"] - pml["mean_average_precision_at_r"]),
-    )
+def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
+    """Markdown rows (full evaluation, kNN only) for one dataset size."""
+    x, y = clustered(n, args.dim, args.per_class, args.seed)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     k = int(np.bincount(y).max()) - 1
-    xt = torch.from_numpy(x)
-    (_, idx_ours), t_knn_ours, (_, idx_pml), t_knn_pml = best_of(
-        repeats, lambda: knn(xt, xt, k, exclude_self=True), lambda: FaissKNN()(xt, k, xt, True)
+    backend = _knn.resolve_backend(
+        "auto", device, n * n, n_gallery=n, k=max(k, 8), symmetric=True
     )
-    same = float((idx_ours == idx_pml).float().mean())
-    kwargs = {"exclude_self": True, "chunk_size": 1024}
-    exact = knn(xt, xt, k, backend="exact", **kwargs)
-    bf16 = knn(xt, xt, k, backend="bf16", **kwargs)
-    backends_equal = torch.equal(exact[1], bf16[1]) and torch.equal(exact[0], bf16[0])
+    calc = pml_calculator()
+    fns: dict[str, Callable[[], object]] = {"ours": lambda: retrieval_metrics(xt, yt)}
+    if not args.skip_pml:
+        fns["pml"] = lambda: calc.get_accuracy(x, y)
+    if not args.skip_floor:
+        fns["floor"] = lambda: gemm_floor(xt)
+    fns["kmeans"] = lambda: _nmi(xt, yt, 0, 20)
+    out, times = in_turns(args.repeats, fns, device)
+    ours = out["ours"]
+    t_ours = statistics.median(times["ours"])
+    floor_cols = "- | - |"
+    if not args.skip_floor:
+        floor_cols = f"{med(times['floor'])} | {t_ours / statistics.median(times['floor']):.2f} |"
+    share = statistics.median(times["kmeans"]) / t_ours
     n_classes = len(np.unique(y))
-    head = f"| {n} | {n_classes} |"
-    return [
-        f"{head} full | {t_ours:.2f} | {t_pml:.2f} | {t_pml / t_ours:.2f}x |"
-        f" max diff {diff:.1e}; NMI {ours['nmi']:.4f} vs {pml['NMI']:.4f} |",
-        f"{head} kNN k={k} | {t_knn_ours:.2f} | {t_knn_pml:.2f} | {t_knn_pml / t_knn_ours:.2f}x |"
-        f" same neighbour as PML {same:.4%}; bf16 = exact: {backends_equal} |",
+    head = f"| {n} | {n_classes} | {backend} |"
+    if args.skip_pml:
+        pml_cols, check = "- | - |", f"NMI {ours['nmi']:.4f}"
+    else:
+        pml = out["pml"]
+        diff = max(
+            abs(ours["recall@1"] - pml["precision_at_1"]),
+            abs(ours["r_precision"] - pml["r_precision"]),
+            abs(ours["map@r"] - pml["mean_average_precision_at_r"]),
+        )
+        t_pml = statistics.median(times["pml"])
+        pml_cols = f"{med(times['pml'])} | {t_ours / t_pml:.2f} |"
+        check = f"max diff {diff:.1e}; NMI {ours['nmi']:.4f} vs {pml['NMI']:.4f}"
+    rows = [
+        f"{head} full | {med(times['ours'])} | {pml_cols} {floor_cols} {share:.0%} | {check} |"
     ]
+    if args.skip_pml or args.skip_knn_row:
+        return rows
+    xc = torch.from_numpy(x)
+    knn_fns = {
+        "ours": lambda: knn(xt, xt, k, exclude_self=True),
+        "pml": lambda: FaissKNN()(xc, k, xc, True),
+    }
+    out, times = in_turns(args.repeats, knn_fns, device)
+    (_, idx_ours), (_, idx_pml) = out["ours"], out["pml"]
+    same = float((idx_ours.cpu() == idx_pml).float().mean())
+    check = f"same neighbour as PML {same:.4%}"
+    if not args.skip_check:
+        exact = knn(xt, xt, k, exclude_self=True, backend="exact")
+        check += f"; {backend} = exact: {torch.equal(exact[1], idx_ours)}"
+    t_ours, t_pml = statistics.median(times["ours"]), statistics.median(times["pml"])
+    rows.append(
+        f"{head} kNN k={k} | {med(times['ours'])} | {med(times['pml'])} |"
+        f" {t_ours / t_pml:.2f} | | | | {check} |"
+    )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="5000,20000,60000", help="comma-separated N values")
+    parser.add_argument("--sizes", default="20000,60000", help="comma-separated N values")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--per-class", type=int, default=50, help="mean samples per class")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side; best kept")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; medians reported")
+    parser.add_argument("--skip-pml", action="store_true", help="time ours only (large N)")
+    parser.add_argument("--skip-check", action="store_true", help="no exact-backend check")
+    parser.add_argument("--skip-floor", action="store_true", help="no GEMM floor timing")
+    parser.add_argument("--skip-knn-row", action="store_true", help="no kNN-only comparison")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    device = torch.device(args.device)
     logging.getLogger("PML").setLevel(logging.WARNING)
 
+    print(f"CPU: {cpu_description()}")
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(
-        f"d={args.dim}, ~{args.per_class} samples/class, torch threads {torch.get_num_threads()},"
-        f" best of {args.repeats} runs"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device};"
+        f" bf16/fp32 matmul speedup probe {_knn.bf16_speedup():.2f}x;"
+        f" d={args.dim}, ~{args.per_class} samples/class, {args.repeats} rounds, medians"
     )
-    warm_up(args.dim, args.per_class, args.seed)
-    backends = {n: resolve_backend("auto", torch.device("cpu"), n * n) for n in sizes}
-    print("PML: FaissKNN (IndexFlatL2), FaissKMeans(niter=20, random seeding);")
+    warm_up(args.dim, args.per_class, args.seed, device, not args.skip_pml)
     print(
-        f"daalml: exact chunked kNN, backend 'auto' -> {backends}; faiss k-means,"
-        " k-means++ seeding on a subsample, <= 20 iterations.\n"
+        "PML: FaissKNN (IndexFlatL2), FaissKMeans(niter=20, random seeding). daalml: backend"
+        " 'auto' -> the path column; k-means: faiss k-means++ seeds on a subsample, <= 20"
+        " Lloyd iterations with torch GEMMs.\n"
     )
-    print("| N | classes | what | daalml s | PML s | PML / daalml | check |")
-    print("|---:|---:|---|---:|---:|---:|---|")
+    print(
+        "| N | classes | path | what | daalml s | PML s | daalml / PML | GEMM floor s |"
+        " daalml / floor | k-means share | check |"
+    )
+    print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
     for n in sizes:
-        for row in bench(n, args.dim, args.per_class, args.seed, args.repeats):
+        for row in bench(n, args, device):
             print(row, flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"\npeak RSS of this process: {peak:.2f} GB")
 
 
 if __name__ == "__main__":

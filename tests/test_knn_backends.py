@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import daalml._kmeans as KM
 import daalml._knn as K
+import daalml._knn_blocks as T
 from daalml.errors import DaalmlError
 from daalml.metrics import knn, query_gallery_metrics, retrieval_metrics
 
@@ -148,13 +151,14 @@ def test_metrics_do_not_depend_on_backend() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 30, size=600)
     x = rng.standard_normal((30, 32))[y] + rng.standard_normal((600, 32))
-    loo = [retrieval_metrics(x, y, backend=b, kmeans_niter=5) for b in ("exact", "bf16", "auto")]
-    assert loo[0] == loo[1] == loo[2]
+    backends = ("exact", "bf16", "tiled", "auto")
+    loo = [retrieval_metrics(x, y, backend=b, kmeans_niter=5) for b in backends]
+    assert loo[0] == loo[1] == loo[2] == loo[3]
     qg = [
         query_gallery_metrics(x[:200], y[:200], x[200:], y[200:], backend=b)
-        for b in ("exact", "bf16")
+        for b in ("exact", "bf16", "tiled")
     ]
-    assert qg[0] == qg[1]
+    assert qg[0] == qg[1] == qg[2]
 
 
 # --- the certificate ----------------------------------------------------------------------
@@ -265,17 +269,27 @@ def test_where_at_least_matches_a_plain_comparison() -> None:
 
 
 def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu = torch.device("cpu")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    big = {"n_gallery": 20000, "k": 70}
     assert K.resolve_backend("exact", cpu, 10**9) == "exact"
     assert K.resolve_backend("bf16", cpu, 1) == "bf16"
+    assert K.resolve_backend("tiled", cpu, 1) == "tiled"
     assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS - 1) == "exact"
-    monkeypatch.setitem(K._bf16_faster, "cpu", True)
-    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS) == "bf16"
-    assert K.resolve_backend("auto", torch.device("cuda"), 10**9) == "exact"
-    monkeypatch.setitem(K._bf16_faster, "cpu", False)
+    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS - 1, **big) == "tiled"
+    monkeypatch.setitem(K._bf16_speedup, "cpu", 3.0)  # bf16 beats a full fp32 search ...
+    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, **big) == "bf16"
+    # ... but not the symmetric tiled one, which multiplies half the pairs
+    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, symmetric=True, **big) == "tiled"
+    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, symmetric=True) == "bf16"
+    monkeypatch.setitem(K._bf16_speedup, "cpu", 5.0)
+    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, symmetric=True, **big) == "bf16"
+    assert K.resolve_backend("auto", cuda, 10**9) == "exact"
+    assert K.resolve_backend("auto", cuda, 10**9, **big) == "tiled"
+    monkeypatch.setitem(K._bf16_speedup, "cpu", 1.0)
     assert K.resolve_backend("auto", cpu, 10**9) == "exact"
+    assert K.resolve_backend("auto", cpu, 10**9, **big) == "tiled"
     with pytest.raises(DaalmlError, match="CPU tensors only"):
-        K.resolve_backend("bf16", torch.device("cuda"), 1)
+        K.resolve_backend("bf16", cuda, 1)
     with pytest.raises(DaalmlError, match="backend: 'fast'"):
         knn(np.eye(3), np.eye(3), 1, exclude_self=False, backend="fast")  # type: ignore[arg-type]
     with pytest.raises(DaalmlError, match="backend"):
@@ -283,11 +297,134 @@ def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_probe_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(K, "_bf16_faster", {})
-    first = K.bf16_matmul_is_faster()
-    assert K._bf16_faster == {"cpu": first}
+    monkeypatch.setattr(K, "_bf16_speedup", {})
+    first = K.bf16_speedup()
+    assert K._bf16_speedup == {"cpu": first} and first > 0
+    assert K.bf16_matmul_is_faster() is (first >= K.BF16_MIN_SPEEDUP)
     monkeypatch.setattr(K, "_best_time", lambda fn: pytest.fail("probed twice"))
-    assert K.bf16_matmul_is_faster() is first
+    assert K.bf16_speedup() == first
+
+
+# --- the tiled fp32 backend -------------------------------------------------------------
+
+
+def tiled(
+    q: torch.Tensor, g: torch.Tensor, k: int, exclude_self: bool, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    blocks = list(T.iter_blocks(q, g, k, exclude_self=exclude_self, block=block))
+    assert [b[0] for b in blocks] == T._bounds(q.shape[0], block)[:-1]
+    return torch.cat([b[1] for b in blocks]), torch.cat([b[2] for b in blocks])
+
+
+@pytest.mark.parametrize(
+    ("n_q", "n_g", "d", "k", "exclude_self", "block"),
+    [
+        (700, 700, 24, 10, True, 64),  # symmetric, 11 row blocks, last one short
+        (700, 700, 24, 10, True, 50),  # blocks not a multiple of the scan segment
+        (211, 1300, 32, 7, False, 128),
+        (90, 90, 16, 89, True, 32),  # k = all available: every row redone exactly
+        (60, 95, 8, 95, False, 32),  # k = gallery size
+        (5, 400, 16, 3, False, 32),  # fewer queries than GEMM_MIN_ROWS
+        (500, 500, 16, 60, True, 4096),  # one tile
+    ],
+)
+def test_tiled_matches_exact_on_random_data(
+    n_q: int, n_g: int, d: int, k: int, exclude_self: bool, block: int
+) -> None:
+    g = random_unit(n_g, d, seed=n_g)
+    q = g[:n_q] if exclude_self else random_unit(n_q, d, seed=n_q + 1)
+    exact = knn(q, g, k, exclude_self=exclude_self, backend="exact")
+    scores, idx = tiled(q, g, k, exclude_self, block)
+    assert torch.equal(idx, exact[1])
+    torch.testing.assert_close(scores, exact[0], rtol=0, atol=1e-6)  # GEMM shapes differ
+    assert torch.equal(knn(q, g, k, exclude_self=exclude_self, backend="tiled")[1], exact[1])
+
+
+@pytest.mark.parametrize("exclude_self", [True, False])
+@pytest.mark.parametrize("block", [32, 48, 4096])
+def test_tiled_ties_and_duplicates_resolved_by_index(exclude_self: bool, block: int) -> None:
+    base = dyadic_unit(150, 8, seed=1)
+    g = torch.cat([base, base[:40], base[:10]])
+    q = g if exclude_self else dyadic_unit(70, 8, seed=2)
+    ref_scores, ref_idx = reference(q, g, 25, exclude_self)
+    scores, idx = tiled(q, g, 25, exclude_self, block)
+    assert idx.numpy().tolist() == ref_idx.tolist()
+    assert scores.numpy().tolist() == ref_scores.astype(np.float32).tolist()
+
+
+def test_tiled_rows_without_enough_entries_are_redone(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = random_unit(600, 16, seed=7)
+    exact = knn(g, g, 9, exclude_self=True, backend="exact")
+    redone: list[int] = []
+    original = T.exact_rows
+
+    def spy(q, gallery, k, self_idx):
+        redone.append(q.shape[0])
+        return original(q, gallery, k, self_idx)
+
+    monkeypatch.setattr(T, "exact_rows", spy)
+    for fake in (0.999, float("-inf")):  # keeps < k: too high; keeps all: past the cap
+        monkeypatch.setattr(T, "_thresholds", lambda q, *a, v=fake: torch.full((len(q),), v))
+        monkeypatch.setattr(T, "CAP_FACTOR", 0)  # cap = k: every row past it with -inf
+        redone.clear()
+        assert torch.equal(tiled(g, g, 9, True, 64)[1], exact[1])
+        assert sum(redone) == 600
+
+
+def test_score_keys_order_like_score_then_lower_index() -> None:
+    vals = torch.tensor([-2.5, -0.0, 0.0, 1.5, 1.5, -1e-30, 3.0, float("-inf")])
+    cols = torch.tensor([4, 1, 0, 9, 2, 5, 7, 3])
+    keys = T.score_keys(vals, cols)
+    order = torch.argsort(keys, descending=True).tolist()
+    expected = sorted(range(8), key=lambda i: (-float(vals[i]), int(cols[i])))
+    assert order == expected  # -0.0 ties with +0.0 and goes by index
+    back, back_cols = T.decode_keys(keys)
+    assert torch.equal(back_cols, cols) and back.tolist() == (vals + 0.0).tolist()
+
+
+@pytest.mark.parametrize("k", [1, 10, 69, 500])
+def test_sample_rank_bounds_the_chance_of_a_redo(k: int) -> None:
+    r, p = T.sample_rank(k, T.SAMPLE_FRACTION), 1 / T.SAMPLE_FRACTION
+    tail = sum(math.comb(k - 1, i) * p**i * (1 - p) ** (k - 1 - i) for i in range(r, k))
+    assert tail <= T.REDO_PROBABILITY
+    below = sum(math.comb(k - 1, i) * p**i * (1 - p) ** (k - 1 - i) for i in range(r - 1, k))
+    assert r == 1 or below > T.REDO_PROBABILITY  # the smallest such rank
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiled_on_cuda_matches_cpu() -> None:
+    g = random_unit(5000, 64, seed=3)
+    cpu = knn(g, g, 20, exclude_self=True, backend="exact")
+    gpu = knn(g.cuda(), g.cuda(), 20, exclude_self=True, backend="tiled")
+    assert gpu[1].device.type == "cuda"
+    assert (gpu[1].cpu() == cpu[1]).float().mean() > 0.999  # cuBLAS may differ in last bits
+    assert torch.equal(gpu[1], knn(g.cuda(), g.cuda(), 20, exclude_self=True, backend="exact")[1])
+
+
+# --- NMI's k-means ----------------------------------------------------------------------
+
+
+def test_lloyd_stops_at_a_fixed_point_with_the_labels_of_more_iterations() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(12), 30)
+    x = torch.from_numpy(rng.standard_normal((12, 16))[y] + 0.3 * rng.standard_normal((360, 16)))
+    x = x.float()
+    seeds = x[torch.from_numpy(rng.choice(360, 12, replace=False))]
+    labels, iters = KM.lloyd(x, seeds, 50, seed=0)
+    assert iters < 50  # converged
+    assert torch.equal(KM.lloyd(x, seeds, 200, seed=0)[0], labels)
+    assert torch.equal(KM.lloyd(x, seeds, 50, seed=0)[0], labels)  # deterministic
+    centroids = torch.stack([x[labels == c].mean(0) for c in range(12)])
+    assert torch.equal(KM.assign(x, centroids), labels)  # a fixed point of Lloyd's map
+
+
+def test_lloyd_refills_empty_clusters() -> None:
+    x = torch.cat([torch.zeros(20, 4), torch.ones(20, 4)]) + 0.01 * torch.randn(
+        40, 4, generator=torch.Generator().manual_seed(0)
+    )
+    seeds = torch.tensor([[0.0] * 4, [0.01] * 4, [100.0] * 4])  # the third gets no point
+    labels, _ = KM.lloyd(x, seeds, 20, seed=0)
+    assert len(torch.unique(labels)) == 3
 
 
 # --- NMI's k-means seeding --------------------------------------------------------------
@@ -331,4 +468,19 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 600 |")]
-    assert len(rows) == 2 and "bf16 = exact: True" in rows[1]
+    assert len(rows) == 2 and "= exact: True" in rows[1]
+
+
+def test_search_runs_at_full_fp32_precision_and_restores_the_setting() -> None:
+    g = random_unit(300, 16, seed=8)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        seen: list[str] = []
+        blocks = K.iter_knn(g, g, 5, exclude_self=True, chunk_size=64, backend="exact")
+        for _ in blocks:
+            seen.append(torch.get_float32_matmul_precision())
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -386,3 +386,59 @@ def test_bad_seed_and_niter() -> None:
     with pytest.raises(DaalmlError, match="kmeans_niter"):
         retrieval_metrics(x, y, kmeans_niter=0)
     assert math.isfinite(retrieval_metrics(x, y, kmeans_niter=1)["nmi"])
+
+
+# --- a plugged-in neighbour search ---------------------------------------------------------
+
+
+def faiss_knn(
+    query: torch.Tensor, gallery: torch.Tensor, k: int, exclude_self: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A KnnFunc on faiss's flat inner-product index: one extra neighbour, self removed."""
+    import faiss
+
+    index = faiss.IndexFlatIP(gallery.shape[1])
+    index.add(gallery.cpu().numpy())
+    scores, idx = index.search(query.cpu().numpy(), k + int(exclude_self))
+    if not exclude_self:
+        return scores, idx
+    keep = idx != np.arange(len(idx))[:, None]
+    keep[keep.sum(1) > k, -1] = False  # self not among them: drop the last instead
+    return scores[keep].reshape(-1, k), idx[keep].reshape(-1, k)
+
+
+def test_knn_callable_with_faiss_gives_the_same_metrics() -> None:
+    x, y = clustered(30, 12, 16, 1.2, seed=4)
+    calls: list[tuple[int, int, int, bool]] = []
+
+    def spy(q, g, k, exclude_self):
+        calls.append((q.shape[0], g.shape[0], k, exclude_self))
+        assert q.dtype == g.dtype == torch.float32
+        torch.testing.assert_close(q.norm(dim=1), torch.ones(len(q)))
+        return faiss_knn(q, g, k, exclude_self)
+
+    ours = retrieval_metrics(x, y, seed=1)
+    plugged = retrieval_metrics(x, y, seed=1, knn=spy)
+    assert calls == [(360, 360, 11, True)]  # k: the largest class minus the query
+    for key in ours:
+        assert plugged[key] == pytest.approx(ours[key], abs=1e-12), key
+    qg = query_gallery_metrics(x[:100], y[:100], x[100:], y[100:], knn=spy)
+    assert calls[-1] == (100, 260, int(np.bincount(y[100:]).max()), False)
+    assert qg == pytest.approx(query_gallery_metrics(x[:100], y[:100], x[100:], y[100:]))
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda q, g, k, s: None, "must return a pair"),
+        (lambda q, g, k, s: (None, np.zeros((len(q), k - 1), np.int64)), r"shape \(6, 4\)"),
+        (lambda q, g, k, s: (None, np.zeros((len(q), k), np.float32)), "dtype"),
+        (lambda q, g, k, s: (None, np.full((len(q), k), len(g))), "outside the gallery"),
+        (lambda q, g, k, s: (None, np.tile(np.arange(len(q))[:, None], (1, k))), "own neigh"),
+    ],
+)
+def test_knn_callable_contract_is_checked(bad, match: str) -> None:
+    with pytest.raises(DaalmlError, match=match):
+        retrieval_metrics(on_arc([0, 5, 10, 20, 25, 30]), [0, 0, 0, 1, 1, 1], knn=bad)
+    with pytest.raises(DaalmlError, match="knn: 3 is not callable"):
+        retrieval_metrics(on_arc([0, 5, 10]), [0, 0, 1], knn=3)  # type: ignore[arg-type]

@@ -1,8 +1,12 @@
 """Exact chunked k-nearest-neighbour search by inner product (cosine on unit vectors).
 
-Two backends return the same neighbours; ``"auto"`` picks one per call:
+Three backends return the same neighbours; ``"auto"`` picks one per call:
 
-* ``"exact"``: fp32 matmul + topk per block of queries.
+* ``"exact"``: fp32 matmul + topk per block of queries (the reference).
+* ``"tiled"`` (any device): fp32 by cache-sized tiles, each entry kept only if it reaches a
+  per-query threshold read off a gallery sample, symmetric for leave-one-out (half the
+  multiply-adds); see :mod:`daalml._knn_blocks`. ``"auto"`` uses it wherever the gallery
+  is large enough to sample (>= 4096 items) and bf16 is not chosen.
 * ``"bf16"`` (CPU): a bf16 matmul scores the block; the items above a per-query threshold
   (read off a gallery sample), cut to ``k + margin``, are rescored in fp32. A certificate
   from a rigorous bound on the bf16 error (:func:`bf16_error`) proves that every item
@@ -27,12 +31,13 @@ from typing import Literal
 
 import torch
 
+from daalml import _knn_blocks
 from daalml.errors import DaalmlError
 
 __all__ = ["BACKENDS", "KnnBackend", "iter_knn", "resolve_backend"]
 
-KnnBackend = Literal["auto", "exact", "bf16"]
-BACKENDS: tuple[str, ...] = ("auto", "exact", "bf16")
+KnnBackend = Literal["auto", "exact", "bf16", "tiled"]
+BACKENDS: tuple[str, ...] = ("auto", "exact", "bf16", "tiled")
 
 Block = tuple[int, torch.Tensor, torch.Tensor]
 
@@ -43,6 +48,10 @@ bf16 backend's per-query work (threshold, rescoring) eats its gain (measured, d=
 BF16_MIN_SPEEDUP = 2.0
 """``"auto"`` uses bf16 only if its matmul is at least this much faster than fp32's: the
 per-query work costs about what a 2x faster matmul saves at N = 5000, d = 512."""
+
+BF16_MIN_SPEEDUP_SYMMETRIC = 4.0
+"""For leave-one-out the tiled fp32 path multiplies only half the pairs, so bf16 (which
+multiplies all) must be twice as fast again (a multiply-add count, not a measurement)."""
 
 MARGIN_MIN = 16
 """Candidates beyond k: ``max(MARGIN_MIN, k // 4)``, times the current widening factor."""
@@ -74,11 +83,23 @@ cache; 256 is 3x slower, 8 pays per-call overhead."""
 _U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest even)
 _U_FP32 = 2.0**-24
 
-_bf16_faster: dict[str, bool] = {}
+_bf16_speedup: dict[str, float] = {}
 
 
-def resolve_backend(backend: str, device: torch.device, n_pairs: int) -> str:
-    """``"exact"`` or ``"bf16"``: the backend to search ``n_pairs`` pairs on ``device`` with."""
+def resolve_backend(
+    backend: str,
+    device: torch.device,
+    n_pairs: int,
+    *,
+    n_gallery: int = 0,
+    k: int = 1,
+    symmetric: bool = False,
+) -> str:
+    """``"exact"``, ``"bf16"`` or ``"tiled"``: the backend to search ``n_pairs`` pairs with.
+
+    ``n_gallery``, ``k`` and ``symmetric`` (leave-one-out on one set) let ``"auto"`` decide
+    whether the tiled path applies and whether bf16 beats it.
+    """
     if backend not in BACKENDS:
         raise DaalmlError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if backend == "bf16" and device.type != "cpu":
@@ -87,22 +108,29 @@ def resolve_backend(backend: str, device: torch.device, n_pairs: int) -> str:
         raise DaalmlError(f"backend: 'bf16' runs on CPU tensors only, not {device.type}")
     if backend != "auto":
         return backend
+    tiled = "tiled" if _knn_blocks.usable(n_gallery, k) else "exact"
     if device.type != "cpu" or n_pairs < BF16_MIN_PAIRS:
-        return "exact"
-    return "bf16" if bf16_matmul_is_faster() else "exact"
+        return tiled
+    wanted = BF16_MIN_SPEEDUP_SYMMETRIC if symmetric and tiled == "tiled" else BF16_MIN_SPEEDUP
+    return "bf16" if bf16_speedup() >= wanted else tiled
 
 
 def bf16_matmul_is_faster() -> bool:
-    """Whether a bf16 CPU matmul beats fp32 by ``BF16_MIN_SPEEDUP``, measured once per process."""
-    if "cpu" not in _bf16_faster:
+    """Whether a bf16 CPU matmul beats fp32 by ``BF16_MIN_SPEEDUP`` (see :func:`bf16_speedup`)."""
+    return bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+def bf16_speedup() -> float:
+    """fp32 time / bf16 time of a 256 x 1024 x 512 CPU matmul, measured once per process."""
+    if "cpu" not in _bf16_speedup:
         gen = torch.Generator().manual_seed(0)
         a = torch.randn(256, 512, generator=gen)
         b = torch.randn(1024, 512, generator=gen)
         a16, b16 = a.bfloat16(), b.bfloat16()
         t32 = _best_time(lambda: a @ b.T)
         t16 = _best_time(lambda: a16 @ b16.T)
-        _bf16_faster["cpu"] = t16 * BF16_MIN_SPEEDUP <= t32
-    return _bf16_faster["cpu"]
+        _bf16_speedup["cpu"] = t32 / t16
+    return _bf16_speedup["cpu"]
 
 
 def _best_time(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -127,10 +155,34 @@ def iter_knn(
     """Yield ``(start, scores, indices)`` per block of ``chunk_size`` queries, best first.
 
     Inputs are L2-normalised fp32; ``k`` is already clamped to the available gallery size.
-    With ``exclude_self`` query row i is gallery row i and is never returned.
+    With ``exclude_self`` query row i is gallery row i and is never returned. fp32 matmuls
+    run at full precision meanwhile (a "high" or "medium" float32_matmul_precision, as
+    Lightning users set for training, would let them use TF32 or bf16: not exact).
     """
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield from _iter_knn(query, gallery, k, exclude_self, chunk_size, backend)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def _iter_knn(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude_self: bool,
+    chunk_size: int,
+    backend: str,
+) -> Iterator[Block]:
     n_q, n_g = query.shape[0], gallery.shape[0]
-    if resolve_backend(backend, query.device, n_q * n_g) == "exact":
+    chosen = resolve_backend(
+        backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self
+    )
+    if chosen == "tiled":
+        yield from _knn_blocks.iter_blocks(query, gallery, k, exclude_self=exclude_self)
+        return
+    if chosen == "exact":
         for start in range(0, n_q, chunk_size):
             q = query[start : start + chunk_size]
             self_idx = _self_index(start, q.shape[0], exclude_self, q.device)

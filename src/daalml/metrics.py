@@ -3,14 +3,15 @@
 Pure functions over embeddings and integer labels: Recall@k, MAP@R and R-precision
 (Musgrave et al., "A Metric Learning Reality Check", as PML's AccuracyCalculator computes
 them) and NMI of a k-means clustering. Neighbours come from an exact chunked search on
-L2-normalised embeddings (cosine similarity; see :mod:`daalml._knn` for the fp32 and the
-certified bf16 backends), so no N x N matrix is ever built and the per-query metrics are
-accumulated chunk by chunk.
+L2-normalised embeddings (cosine similarity; see :mod:`daalml._knn` for the fp32, tiled
+and certified bf16 backends) or from a search the caller plugs in (``knn=``, see
+:data:`KnnFunc`), so no N x N matrix is ever built and the per-query metrics are
+accumulated chunk by chunk. The k-means runs on the embeddings' device (:mod:`daalml._kmeans`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import faiss
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
+from daalml import _kmeans
 from daalml._knn import KnnBackend, iter_knn, resolve_backend
 from daalml.errors import DaalmlError
 
@@ -27,7 +29,9 @@ __all__ = [
     "DEFAULT_KMEANS_NITER",
     "KMEANS_SEED_MIN_POINTS",
     "KMEANS_SEED_POINTS_PER_CLUSTER",
+    "KMEANS_SEED_THREADS",
     "KnnBackend",
+    "KnnFunc",
     "count_unmatchable_queries",
     "knn",
     "query_gallery_metrics",
@@ -49,7 +53,25 @@ more than PML's whole k-means; a sample misses a class with probability about e^
 KMEANS_SEED_MIN_POINTS = 10_000
 """Sets up to this size are seeded from every point (the subsample would save little)."""
 
+KMEANS_SEED_THREADS = 1
+"""faiss threads for k-means++ seeding: one short parallel pass per centroid, each ending at
+a barrier; on the shared, loaded 2-core Xeon one thread seeded faster than two."""
+
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
+
+KnnFunc = Callable[
+    [torch.Tensor, torch.Tensor, int, bool], tuple[ArrayLike, ArrayLike]
+]
+"""A pluggable neighbour search: ``knn(query, gallery, k, exclude_self) -> (scores, indices)``.
+
+It receives float32 L2-normalised ``query`` (n_q, d) and ``gallery`` (n_g, d) tensors on the
+embeddings' device (for leave-one-out both are the same tensor), ``k`` (already at most the
+number of items available) and ``exclude_self`` (True for leave-one-out: query i is gallery
+item i and must not be returned as its own neighbour). It returns ``scores`` (n_q, k),
+similarities, larger = nearer, and ``indices`` (n_q, k), int gallery rows, best first, as
+tensors or numpy arrays. Only the order of ``indices`` enters the metrics; how ties are
+ordered is the callable's choice (the built-in search puts lower indices first).
+"""
 
 
 def _as_embeddings(x: ArrayLike, name: str) -> torch.Tensor:
@@ -118,13 +140,18 @@ def knn(
     ``indices`` of shape (n_query, min(k, available)), best first, equal scores by lower
     gallery index (also at the k boundary), on the query's device.
 
-    ``backend``: ``"exact"`` is one fp32 matmul + topk per chunk; ``"bf16"`` (CPU only)
+    ``backend``: ``"exact"`` is one fp32 matmul + topk per chunk; ``"tiled"`` computes fp32
+    tiles (half of them for leave-one-out, by symmetry) and keeps only entries above a
+    per-query threshold from a gallery sample, exactly (rows it cannot settle are redone
+    on the exact path; ``chunk_size`` does not apply); ``"bf16"`` (CPU only)
     takes candidates from a bf16 matmul, rescores them in fp32 and proves per query, from a
     bound on the bf16 error, that nothing left out could rank in the top k (else the query
     gets more candidates, then is redone exactly). Both give the same neighbours and, with
     MKL, the same fp32 scores (another BLAS may differ in the last bit). ``"auto"`` uses
     bf16 for CPU searches of at least ~3000 x 3000 when a once-per-process probe finds
-    bf16 matmul at least twice as fast as fp32 on this machine, else exact.
+    bf16 matmul at least twice as fast as fp32 on this machine (four times for
+    leave-one-out, where the tiled path halves the work), else tiled for galleries of at
+    least 4096 items, else exact; on a GPU, tiled or exact.
     """
     q = F.normalize(_as_embeddings(query, "query"), dim=1)
     g = F.normalize(_as_embeddings(gallery, "gallery"), dim=1).to(q.device)
@@ -194,20 +221,39 @@ _KMEANS_PLUS_PLUS = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None
 
 
 def _nmi(embeddings: torch.Tensor, labels: torch.Tensor, seed: int, niter: int) -> float:
-    """NMI between labels and a seeded faiss k-means with one cluster per class.
+    """NMI between labels and a seeded k-means with one cluster per class.
 
-    k-means++ seeding (faiss >= the Dec 2025 release that added ``init_method``; random
-    seeding before that): random seeding, as in PML, often merges two of a handful of
-    perfectly separated classes. Seeding runs on a subsample (see
-    ``KMEANS_SEED_POINTS_PER_CLUSTER``), Lloyd iterations on every point.
+    k-means++ seeding by faiss (faiss >= the Dec 2025 release that added ``init_method``;
+    random seeding before that): random seeding, as in PML, often merges two of a handful
+    of perfectly separated classes. Seeding runs on a subsample (see
+    ``KMEANS_SEED_POINTS_PER_CLUSTER``), Lloyd iterations (:func:`daalml._kmeans.lloyd`,
+    faiss's algorithm with torch's GEMM, on the embeddings' device) on every point.
     """
-    x = np.ascontiguousarray(embeddings.cpu().numpy(), dtype=np.float32)
     y = labels.cpu().numpy()
     n_clusters = len(np.unique(y))
-    kmeans = _faiss_kmeans(x.shape[0], x.shape[1], n_clusters, seed, niter)
-    kmeans.train(x, init_centroids=_kmeans_pp_seeds(x, n_clusters, seed))
-    _, assign = kmeans.index.search(x, 1)
-    return float(normalized_mutual_info_score(y, assign.ravel()))
+    seeds = _kmeans_seeds(embeddings, n_clusters, seed)
+    assign, _ = _kmeans.lloyd(embeddings, seeds, niter, seed)
+    return float(normalized_mutual_info_score(y, assign.cpu().numpy()))
+
+
+def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
+    """k-means++ centroids (faiss) from a seeded subsample, on ``x``'s device."""
+    n_sample = max(KMEANS_SEED_MIN_POINTS, KMEANS_SEED_POINTS_PER_CLUSTER * n_clusters)
+    rng = np.random.default_rng(seed)
+    if n_sample >= x.shape[0]:
+        sample = x.cpu().numpy()
+    else:
+        pick = np.sort(rng.choice(x.shape[0], n_sample, replace=False))
+        sample = x[torch.from_numpy(pick).to(x.device)].cpu().numpy()
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    seeder = _faiss_kmeans(sample.shape[0], sample.shape[1], n_clusters, seed, niter=0)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(KMEANS_SEED_THREADS)
+    try:
+        seeder.train(sample)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return torch.from_numpy(seeder.centroids.copy()).to(x.device)
 
 
 def _faiss_kmeans(n: int, dim: int, n_clusters: int, seed: int, niter: int) -> faiss.Kmeans:
@@ -224,21 +270,35 @@ def _faiss_kmeans(n: int, dim: int, n_clusters: int, seed: int, niter: int) -> f
     )
 
 
-def _kmeans_pp_seeds(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray | None:
-    """k-means++ centroids from a seeded subsample, or None: let faiss seed on all points."""
-    n_sample = max(KMEANS_SEED_MIN_POINTS, KMEANS_SEED_POINTS_PER_CLUSTER * n_clusters)
-    if _KMEANS_PLUS_PLUS is None or n_sample >= x.shape[0]:
-        return None
-    rng = np.random.default_rng(seed)
-    sample = x[np.sort(rng.choice(x.shape[0], n_sample, replace=False))]
-    seeder = _faiss_kmeans(n_sample, x.shape[1], n_clusters, seed, niter=0)
-    seeder.train(sample)
-    return seeder.centroids
+def _external_knn(
+    knn: KnnFunc, query: torch.Tensor, gallery: torch.Tensor, k: int, exclude_self: bool
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """One block from a plugged-in search, checked against :data:`KnnFunc`'s contract."""
+    out = knn(query, gallery, k, exclude_self)
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise DaalmlError("knn: must return a pair (scores, indices)")
+    idx = torch.as_tensor(np.asarray(out[1]) if not isinstance(out[1], torch.Tensor) else out[1])
+    n_q = query.shape[0]
+    if tuple(idx.shape) != (n_q, k) or idx.is_floating_point() or idx.dtype == torch.bool:
+        raise DaalmlError(
+            f"knn: indices have shape {tuple(idx.shape)} and dtype {idx.dtype};"
+            f" expected integer ({n_q}, {k})"
+        )
+    idx = idx.to(device=query.device, dtype=torch.int64)
+    if bool(((idx < 0) | (idx >= gallery.shape[0])).any()):
+        raise DaalmlError(f"knn: indices outside the gallery's 0..{gallery.shape[0] - 1}")
+    if exclude_self and bool((idx == torch.arange(n_q, device=idx.device)[:, None]).any()):
+        raise DaalmlError("knn: returned a query as its own neighbour with exclude_self=True")
+    yield 0, torch.empty(0), idx
 
 
-def _check_common(seed: int, kmeans_niter: int, chunk_size: int, backend: str) -> None:
+def _check_common(
+    seed: int, kmeans_niter: int, chunk_size: int, backend: str, knn: KnnFunc | None
+) -> None:
     _check_chunk_size(chunk_size)
     _check_backend(backend)
+    if knn is not None and not callable(knn):
+        raise DaalmlError(f"knn: {knn!r} is not callable")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise DaalmlError(f"seed: {seed!r} is not an integer")
     if isinstance(kmeans_niter, bool) or not isinstance(kmeans_niter, int) or kmeans_niter < 1:
@@ -254,6 +314,7 @@ def retrieval_metrics(
     seed: int = 0,
     kmeans_niter: int = DEFAULT_KMEANS_NITER,
     backend: KnnBackend = "auto",
+    knn: KnnFunc | None = None,
 ) -> dict[str, float]:
     """Leave-one-out retrieval metrics and NMI of one embedded test set.
 
@@ -262,11 +323,14 @@ def retrieval_metrics(
     the query's class; queries of single-sample classes are excluded) and ``nmi`` (k-means
     on all L2-normalised embeddings, k = number of classes, seeded by ``seed``).
     ``backend`` picks the exact kNN search (see :func:`knn`); results do not depend on it.
+    ``knn`` replaces that search with the caller's (see :data:`KnnFunc`; called once with
+    the whole set, ``exclude_self=True``). CUDA tensors are searched and clustered on their
+    GPU (no faiss-gpu needed).
     """
     emb = F.normalize(_as_embeddings(embeddings, "embeddings"), dim=1)
     lab = _as_labels(labels, emb.shape[0], "labels", emb.device)
     ks_ = _check_ks(ks)
-    _check_common(seed, kmeans_niter, chunk_size, backend)
+    _check_common(seed, kmeans_niter, chunk_size, backend, knn)
     _, inverse, counts = torch.unique(lab, return_inverse=True, return_counts=True)
     r_per_query = counts[inverse] - 1
     if not bool((r_per_query > 0).any()):
@@ -276,7 +340,12 @@ def retrieval_metrics(
         )
     k = min(max(max(ks_), int(counts.max()) - 1), emb.shape[0] - 1)
     with torch.no_grad():
-        blocks = iter_knn(emb, emb, k, exclude_self=True, chunk_size=chunk_size, backend=backend)
+        if knn is None:
+            blocks = iter_knn(
+                emb, emb, k, exclude_self=True, chunk_size=chunk_size, backend=backend
+            )
+        else:
+            blocks = _external_knn(knn, emb, emb, k, exclude_self=True)
         out = _ranking_metrics(blocks, lab, lab, r_per_query, ks_)
     out["nmi"] = _nmi(emb, lab, int(seed), kmeans_niter)
     return out
@@ -293,6 +362,7 @@ def query_gallery_metrics(
     seed: int = 0,
     kmeans_niter: int = DEFAULT_KMEANS_NITER,
     backend: KnnBackend = "auto",
+    knn: KnnFunc | None = None,
 ) -> dict[str, float]:
     """Query-to-gallery retrieval metrics (In-Shop protocol) with the keys of retrieval_metrics.
 
@@ -300,6 +370,7 @@ def query_gallery_metrics(
     number of gallery samples of the query's class; queries without any are excluded.
     NMI clusters queries and gallery together (k = number of classes in their union).
     ``backend`` picks the exact kNN search (see :func:`knn`); results do not depend on it.
+    ``knn`` replaces it with the caller's search (:data:`KnnFunc`, ``exclude_self=False``).
     """
     q = F.normalize(_as_embeddings(query_embeddings, "query_embeddings"), dim=1)
     g = F.normalize(_as_embeddings(gallery_embeddings, "gallery_embeddings"), dim=1).to(q.device)
@@ -311,7 +382,7 @@ def query_gallery_metrics(
     ql = _as_labels(query_labels, q.shape[0], "query_labels", q.device)
     gl = _as_labels(gallery_labels, g.shape[0], "gallery_labels", q.device)
     ks_ = _check_ks(ks)
-    _check_common(seed, kmeans_niter, chunk_size, backend)
+    _check_common(seed, kmeans_niter, chunk_size, backend, knn)
     classes, counts = torch.unique(gl, return_counts=True)
     pos = torch.searchsorted(classes, ql).clamp(max=classes.shape[0] - 1)
     r_per_query = torch.where(classes[pos] == ql, counts[pos], 0)
@@ -321,7 +392,10 @@ def query_gallery_metrics(
         )
     k = min(max(max(ks_), int(counts.max())), g.shape[0])
     with torch.no_grad():
-        blocks = iter_knn(q, g, k, exclude_self=False, chunk_size=chunk_size, backend=backend)
+        if knn is None:
+            blocks = iter_knn(q, g, k, exclude_self=False, chunk_size=chunk_size, backend=backend)
+        else:
+            blocks = _external_knn(knn, q, g, k, exclude_self=False)
         out = _ranking_metrics(blocks, ql, gl, r_per_query, ks_)
     out["nmi"] = _nmi(torch.cat([q, g]), torch.cat([ql, gl]), int(seed), kmeans_niter)
     return out
