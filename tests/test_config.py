@@ -154,6 +154,7 @@ OVERRIDE_SAMPLES: dict[str, tuple[str, Any]] = {
     "data.glyph_image_size": ("16", 16),
     "data.glyph_max_classes": ("40", 40),
     "data.font_files": ("[a.ttf, b.otf]", ["a.ttf", "b.otf"]),
+    "data.cached_views": ("2", 2),
     "model.backbone": ("timm:resnet18", "timm:resnet18"),
     "model.pretrained": ("false", False),
     "model.embedding_size": ("64", 64),
@@ -162,6 +163,7 @@ OVERRIDE_SAMPLES: dict[str, tuple[str, Any]] = {
     "model.freeze_backbone": ("yes", True),
     "model.freeze_bn": ("off", False),
     "model.channels_last": ("False", False),
+    "model.train_blocks": ("-1", -1),
     "loss.name": ("proxy_anchor", "proxy_anchor"),
     "loss.lr_multiplier": ("10", 10.0),
     "loss.params": ("{alpha: 16, delta: 0.1}", {"alpha": 16, "delta": 0.1}),
@@ -185,6 +187,7 @@ OVERRIDE_SAMPLES: dict[str, tuple[str, Any]] = {
     "train.deterministic": ("true", True),
     "train.eval_batch_size": ("32", 32),
     "train.cache_dir": ("~/cache", "~/cache"),
+    "train.cache_dtype": ("float32", "float32"),
     "eval.ks": ("[1, 5, 10]", [1, 5, 10]),
 }
 

@@ -65,6 +65,7 @@ class DataConfig:
     glyph_image_size: int = 32
     glyph_max_classes: int | None = None  # glyphs only: keep the first N characters (quick runs)
     font_files: list[str] = field(default_factory=list)
+    cached_views: int = 4  # augmented views per training image in the activation cache
 
 
 @dataclass
@@ -79,6 +80,7 @@ class ModelConfig:
     freeze_backbone: bool = False
     freeze_bn: bool = True
     channels_last: bool = True
+    train_blocks: int = 0  # last N backbone stages that train (-1: all; docs/performance.md)
 
 
 @dataclass
@@ -114,6 +116,7 @@ class TrainConfig:
     deterministic: bool = False
     eval_batch_size: int = 128
     cache_dir: str | None = None
+    cache_dtype: str = "float16"  # activation cache (train_blocks > 0): float16 or float32
 
 
 @dataclass
@@ -408,6 +411,20 @@ def _validate(cfg: Config, source: str) -> None:
     else:
         _choice(source, "model.backbone", m.backbone, BACKBONES, " or timm:<name>")
     _choice(source, "model.head", m.head, HEADS)
+    _at_least(source, "model.train_blocks", m.train_blocks, -1)
+    _need(
+        not (m.train_blocks and m.freeze_backbone),
+        source,
+        f"model.freeze_backbone: true contradicts model.train_blocks={m.train_blocks}",
+    )
+    _need(
+        not (m.train_blocks == -1 and t.cache_features),
+        source,
+        "train.cache_features: true with model.train_blocks=-1 leaves no frozen trunk to "
+        "cache; train 1..N stages or set cache_features: false",
+    )
+    _at_least(source, "data.cached_views", d.cached_views, 1)
+    _choice(source, "train.cache_dtype", t.cache_dtype, ("float16", "float32"))
     _at_least(source, "model.embedding_size", m.embedding_size, 1)
     _at_least(source, "model.hidden_size", m.hidden_size, 1)
 

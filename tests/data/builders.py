@@ -158,3 +158,19 @@ def make_csv(
                 split = ["train" if label <= n_classes // 2 else "test"] if with_split else []
                 writer.writerow([rel, str(label), *split])
     return csv_path
+
+
+def make_noise_folder(
+    root: Path, n_classes: int = 4, per_class: int = 3, size: int = 32, seed: int = 0
+) -> Path:
+    """Class-per-folder tree of random-noise PNGs (crops and flips change them, unlike solid
+    colours); returns ``root``."""
+    rng = np.random.default_rng(seed)
+    for c in range(n_classes):
+        folder = root / f"class_{c:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for j in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            pixels[..., c % 3] //= 2  # a little class signal
+            Image.fromarray(pixels).save(folder / f"img_{j:03d}.png")
+    return root

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from daalml.config import Config
+from daalml.data.activations import cached_activations, weights_digest
 from daalml.data.cache import cached_features
 from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
@@ -32,6 +33,7 @@ from daalml.engine.module import mix_seed, seed_host
 from daalml.errors import DaalmlError
 from daalml.metrics import count_unmatchable_queries
 from daalml.models.backbones import Backbone
+from daalml.models.stages import split_backbone
 
 
 @dataclass
@@ -45,6 +47,7 @@ class RunData:
     query: Dataset | None = None
     gallery: Dataset | None = None
     features: bool = False  # True: items are backbone features, not images
+    activations: bool = False  # True: items are cached trunk activations (model.train_blocks)
     train_eval: Dataset | None = None  # the training set without augmentation (PCA, data init)
     skipped_images: list[tuple[Path, str]] = field(default_factory=list)
     families: list[str] | None = None  # per test sample (glyphs: font family), for plots
@@ -134,7 +137,9 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
         data.gallery = images(_check(splits.gallery, cfg, skipped), plain)
     else:
         data.test = images(_check(splits.test, cfg, skipped), plain)
-    if cfg.train.cache_features:
+    if cfg.train.cache_features and cfg.model.train_blocks:
+        _to_activations(data, cfg, backbone, aug, plain)
+    elif cfg.train.cache_features:
         _to_features(data, cfg, backbone, plain)
     return data
 
@@ -178,6 +183,55 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
     data.query = features(data.query)
     data.gallery = features(data.gallery)
     data.features = True
+
+
+def _to_activations(data: RunData, cfg: Config, backbone: Backbone, aug, plain) -> None:
+    """Replace every image dataset by the frozen trunk's activations of it (cached on disk).
+
+    The training set gets ``data.cached_views`` augmented views per image, every other split
+    (and the non-augmented training set, for PCA and data initialisation) one centre view.
+    """
+    split = split_backbone(backbone, cfg.model.train_blocks)
+    cache_dir = default_cache_dir(cfg) / "activations"
+    base = {
+        "dataset": cfg.data.dataset,
+        "root": str(Path(cfg.data.root or "").resolve()),
+        "backbone": backbone.name,
+        "pretrained": str(cfg.model.pretrained),
+        "weights": weights_digest(split.trunk),
+        "point": split.point,
+        "dtype": cfg.train.cache_dtype,
+    }
+
+    def activations(dataset: ImageDataset | None, views: int):
+        if dataset is None:
+            return None
+        key = {
+            **base,
+            "records": _records_fingerprint(dataset.records),
+            "transform": describe_transform(dataset.transform),
+            "views": str(views),
+        }
+        return cached_activations(
+            split.trunk,
+            dataset,
+            views=views,
+            cache_dir=cache_dir,
+            key=key,
+            dtype=cfg.train.cache_dtype,
+            batch_size=cfg.train.eval_batch_size,
+            num_workers=cfg.data.num_workers,
+            device=_feature_device(cfg),
+        )
+
+    eval_set = ImageDataset(data.train.records, plain)  # type: ignore[attr-defined]
+    data.train = activations(data.train, cfg.data.cached_views)  # type: ignore[arg-type]
+    data.train_eval = activations(eval_set, 1)
+    data.val = activations(data.val, 1)  # type: ignore[arg-type]
+    data.test = activations(data.test, 1)  # type: ignore[arg-type]
+    data.query = activations(data.query, 1)  # type: ignore[arg-type]
+    data.gallery = activations(data.gallery, 1)  # type: ignore[arg-type]
+    data.activations = True
 
 
 def _glyph_data(cfg: Config) -> RunData:
@@ -361,9 +415,12 @@ def train_loader(
     )
     sampler.set_epoch(epoch)
     batches = SeededBatches(sampler, seed=cfg.train.seed, skip=skip)
-    workers = 0 if data.features else cfg.data.num_workers
+    cached = data.features or data.activations
+    workers = 0 if cached else cfg.data.num_workers
+    # cached activations read the per-sample seed themselves: it picks the view of the epoch
+    items = data.train if data.activations else SeededItems(data.train, seeded=not cached)
     return DataLoader(
-        SeededItems(data.train, seeded=not data.features),
+        items,
         batch_sampler=batches,
         num_workers=workers,
         worker_init_fn=_worker_ignores_sigint if workers else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ from daalml.metrics import query_gallery_metrics, retrieval_metrics
 from daalml.models.backbones import Backbone, build_backbone, register_backbone
 from daalml.models.embedder import EmbeddingModel, freeze_batchnorm, freeze_module
 from daalml.models.heads import PCAHead, build_head
+from daalml.models.stages import split_backbone
 
 METRICS_FILE = "metrics.json"
 
@@ -85,7 +87,13 @@ def build_model(cfg: Config) -> EmbeddingModel:
         cfg.model.embedding_size,
         hidden_size=cfg.model.hidden_size,
     )
-    if cfg.model.freeze_backbone or cfg.train.cache_features:
+    if cfg.model.train_blocks:
+        # the trunk before the last train_blocks stages is frozen; freeze_bn covers the rest
+        for path in split_backbone(backbone, cfg.model.train_blocks).trunk.paths:
+            freeze_module(backbone.body.get_submodule(path))
+        if cfg.model.freeze_bn:
+            freeze_batchnorm(backbone)
+    elif cfg.model.freeze_backbone or cfg.train.cache_features:
         freeze_module(backbone)
     elif cfg.model.freeze_bn:
         freeze_batchnorm(backbone)
@@ -125,7 +133,7 @@ def embed_sharded(
 def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, float]:
     """Test metrics of ``fn``; under DDP every rank embeds a share and rank 0 alone scores."""
     kwargs = {"batch_size": cfg.train.eval_batch_size, "device": device}
-    if not data.features:
+    if not (data.features or data.activations):
         kwargs["num_workers"] = cfg.data.num_workers
     if data.test is not None:
         embeddings, labels = embed_sharded(fn, data.test, **kwargs)
@@ -198,7 +206,8 @@ class _DataModule(L.LightningDataModule):
         world_size = self.trainer.world_size
         if world_size > 1:  # each rank embeds its share; the module gathers them in order
             val = Subset(val, shard(len(val), world_size, self.trainer.global_rank))
-        return eval_loader(val, self.cfg, features=self.data.features)
+        cached = self.data.features or self.data.activations
+        return eval_loader(val, self.cfg, features=cached)
 
 
 class _ProgressBar(TQDMProgressBar):
@@ -429,6 +438,8 @@ def train(
     _check_processes(data, cfg)
     if data.features:
         model.backbone = None  # the head trains on cached features; keep the run light
+    elif data.activations:  # the top stages + head train on cached trunk activations
+        model.backbone = split_backbone(model.backbone, cfg.model.train_blocks).top  # type: ignore[assignment]
     # re-seed: preparing data may or may not draw random numbers (feature cache miss or hit),
     # and the loss's initial vertices must not depend on that
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -627,6 +638,13 @@ def load_module(
     cfg = config_from_dict(
         apply_overrides(meta["config"], overrides), source=f"{checkpoint_path} + --set"
     )
+    if cfg.model.train_blocks and cfg.train.cache_features:
+        # trained on cached trunk activations: the whole backbone now runs on images, its top
+        # stages from the checkpoint, its trunk from the same pretrained weights
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cache_features=False))
+    # the weights a checkpoint lacks (a frozen backbone or trunk) come from the backbone's own
+    # initialisation: seeded as train() seeds it, so that even pretrained: false rebuilds them
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = build_model(cfg)
     loss = build_loss(
         cfg.loss.name, meta["num_train_classes"], cfg.model.embedding_size, cfg.loss.params
