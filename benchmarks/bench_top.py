@@ -8,7 +8,8 @@ For each setting, in this one process and in this order: the frozen backbone wit
 pooled features (train_blocks 0), each ``--blocks`` N on cached activations, and the full
 fine-tune on images (train_blocks -1, no cache). It prints the time ``prepare_data`` took
 (the cache build when the cache was not there yet: run with ``DAALML_CACHE=$(mktemp -d)`` to
-measure it), the cache's size, and the seconds of one training epoch: the median of epochs
+measure it; ``--train-only`` caches only the training views that an epoch reads), the size
+of the caches, and the seconds of one training epoch: the median of epochs
 2..``--epochs`` for the cached settings, and ``--full-steps`` timed steps (after one untimed)
 times the steps per epoch for the full fine-tune. An epoch here is the engine's training
 loader + forward + loss + backward + AdamW step, as in `daalml train` (no validation).
@@ -29,11 +30,13 @@ from typing import Any
 import torch
 
 
-def _setting(cfg: Any, epochs: int, max_steps: int | None) -> dict[str, Any]:
+def _setting(cfg: Any, epochs: int, max_steps: int | None, train_only: bool) -> dict[str, Any]:
     """Prepare the data (timed), then time training epochs (or ``max_steps`` steps)."""
+    import dataclasses
+
     import lightning as L
 
-    from daalml.engine.data import prepare_data, train_loader
+    from daalml.engine.data import activation_cache, prepare_data, train_loader
     from daalml.engine.module import EmbeddingModule
     from daalml.engine.run import build_model
     from daalml.losses.registry import build_loss
@@ -42,7 +45,17 @@ def _setting(cfg: Any, epochs: int, max_steps: int | None) -> dict[str, Any]:
     L.seed_everything(cfg.train.seed, verbose=False)
     model = build_model(cfg)
     start = time.perf_counter()
-    data = prepare_data(cfg, model.backbone)
+    if train_only and cfg.model.train_blocks > 0:
+        # only the training views: what an epoch reads (the evaluation splits add one view each)
+        images = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, cache_features=False)
+        )
+        data = prepare_data(images, model.backbone)
+        data.train = activation_cache(cfg, model.backbone, data.train, cfg.data.cached_views)
+        data.val = data.test = data.train_eval = data.query = data.gallery = None
+        data.activations = True
+    else:
+        data = prepare_data(cfg, model.backbone)
     prepare_s = time.perf_counter() - start
     splits = [data.train, data.train_eval, data.val, data.test, data.query, data.gallery]
     if data.activations:
@@ -110,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--skip-full", action="store_true")
+    parser.add_argument(
+        "--train-only", action="store_true", help="cache only the training views (N > 0)"
+    )
     args = parser.parse_args(argv)
 
     import logging
@@ -143,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, load before {load[0]:.2f}")
     rows = []
     for name, setting, steps in settings:
-        result = _setting(setting, args.epochs, steps)
+        result = _setting(setting, args.epochs, steps, args.train_only)
         result["setting"] = name
         rows.append(result)
         print(f"  {name}: {json.dumps(result)}", flush=True)

@@ -134,3 +134,42 @@ def test_other_split_point_or_views_build_another_cache(tmp_path: Path) -> None:
     torch.manual_seed(1)  # another random trunk: other weights, another cache
     prepare_data(three, build_model(three).backbone)
     assert len(set(cache.glob("*.npy"))) == 9 + 4
+
+
+def test_export_holds_the_trained_top(tmp_path: Path) -> None:
+    from daalml.export import export_model
+
+    cfg = _cfg(tmp_path, train={"cache_dtype": "float32", "epochs": 1})
+    train(cfg, tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    result = export_model(last, tmp_path / "model.pt", format="torchscript")
+    module, _ = load_module(last)
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = module.eval()(images)
+        exported = torch.jit.load(str(result.path))(images)
+    torch.testing.assert_close(exported, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bench_top_runs_on_a_tiny_config(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = _cfg(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_top.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--config", str(path), "--blocks", "1", "--epochs", "2",
+         "--full-steps", "1", "--threads", "1", "--json", str(tmp_path / "t.json")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["setting"].split(" (")[1] for r in rows] == [
+        "train_blocks 0)", "train_blocks 1)", "train_blocks -1)"
+    ]  # fmt: skip
+    assert rows[1]["cache_bytes"] > rows[0]["cache_bytes"] > 0

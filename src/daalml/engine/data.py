@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from daalml.config import Config
-from daalml.data.activations import cached_activations, weights_digest
+from daalml.data.activations import CachedActivations, cached_activations, weights_digest
 from daalml.data.cache import cached_features
 from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
@@ -138,7 +138,7 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     else:
         data.test = images(_check(splits.test, cfg, skipped), plain)
     if cfg.train.cache_features and cfg.model.train_blocks:
-        _to_activations(data, cfg, backbone, aug, plain)
+        _to_activations(data, cfg, backbone, plain)
     elif cfg.train.cache_features:
         _to_features(data, cfg, backbone, plain)
     return data
@@ -185,52 +185,61 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
     data.features = True
 
 
-def _to_activations(data: RunData, cfg: Config, backbone: Backbone, aug, plain) -> None:
-    """Replace every image dataset by the frozen trunk's activations of it (cached on disk).
+def activation_cache(
+    cfg: Config, backbone: Backbone, dataset: ImageDataset, views: int
+) -> CachedActivations:
+    """The frozen trunk's activations of ``views`` views of every image of ``dataset`` (cached).
 
-    The training set gets ``data.cached_views`` augmented views per image, every other split
-    (and the non-augmented training set, for PCA and data initialisation) one centre view.
+    The key covers the data (records, transform), the backbone and its trunk's weights, the
+    split point, the dtype and ``views``.
     """
     split = split_backbone(backbone, cfg.model.train_blocks)
-    cache_dir = default_cache_dir(cfg) / "activations"
-    base = {
+    key = {
         "dataset": cfg.data.dataset,
         "root": str(Path(cfg.data.root or "").resolve()),
+        "records": _records_fingerprint(dataset.records),
+        "transform": describe_transform(dataset.transform),
         "backbone": backbone.name,
         "pretrained": str(cfg.model.pretrained),
         "weights": weights_digest(split.trunk),
         "point": split.point,
         "dtype": cfg.train.cache_dtype,
+        "views": str(views),
     }
+    return cached_activations(
+        split.trunk,
+        dataset,
+        views=views,
+        cache_dir=default_cache_dir(cfg) / "activations",
+        key=key,
+        dtype=cfg.train.cache_dtype,
+        batch_size=cfg.train.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        device=_feature_device(cfg),
+    )
 
-    def activations(dataset: ImageDataset | None, views: int):
+
+def _to_activations(data: RunData, cfg: Config, backbone: Backbone, plain) -> None:
+    """Replace every image dataset by the frozen trunk's activations of it (cached on disk).
+
+    The training set gets ``data.cached_views`` augmented views per image, every other split
+    (and the non-augmented training set, for PCA and data initialisation) one centre view.
+    """
+
+    def activations(dataset: Dataset | None, views: int = 1) -> CachedActivations | None:
         if dataset is None:
             return None
-        key = {
-            **base,
-            "records": _records_fingerprint(dataset.records),
-            "transform": describe_transform(dataset.transform),
-            "views": str(views),
-        }
-        return cached_activations(
-            split.trunk,
-            dataset,
-            views=views,
-            cache_dir=cache_dir,
-            key=key,
-            dtype=cfg.train.cache_dtype,
-            batch_size=cfg.train.eval_batch_size,
-            num_workers=cfg.data.num_workers,
-            device=_feature_device(cfg),
-        )
+        assert isinstance(dataset, ImageDataset)
+        return activation_cache(cfg, backbone, dataset, views)
 
-    eval_set = ImageDataset(data.train.records, plain)  # type: ignore[attr-defined]
-    data.train = activations(data.train, cfg.data.cached_views)  # type: ignore[arg-type]
-    data.train_eval = activations(eval_set, 1)
-    data.val = activations(data.val, 1)  # type: ignore[arg-type]
-    data.test = activations(data.test, 1)  # type: ignore[arg-type]
-    data.query = activations(data.query, 1)  # type: ignore[arg-type]
-    data.gallery = activations(data.gallery, 1)  # type: ignore[arg-type]
+    assert isinstance(data.train, ImageDataset)
+    eval_set = ImageDataset(data.train.records, plain)
+    data.train = activations(data.train, cfg.data.cached_views)  # type: ignore[assignment]
+    data.train_eval = activations(eval_set)
+    data.val = activations(data.val)
+    data.test = activations(data.test)
+    data.query = activations(data.query)
+    data.gallery = activations(data.gallery)
     data.activations = True
 
 
