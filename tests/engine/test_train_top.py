@@ -16,6 +16,7 @@ from daalml.config import config_from_dict
 from daalml.engine.checkpoint import load_checkpoint
 from daalml.engine.data import prepare_data, train_loader
 from daalml.engine.run import build_model, embed, evaluate, load_module, train
+from daalml.errors import DaalmlError
 from daalml.models.stages import split_backbone
 from daalml.retrieval import embed_images
 from tests.data.builders import make_noise_folder
@@ -173,3 +174,19 @@ def test_bench_top_runs_on_a_tiny_config(tmp_path: Path) -> None:
         "train_blocks 0)", "train_blocks 1)", "train_blocks -1)"
     ]  # fmt: skip
     assert rows[1]["cache_bytes"] > rows[0]["cache_bytes"] > 0
+
+
+def test_a_run_from_before_train_blocks_still_resumes(tmp_path: Path) -> None:
+    from daalml.engine.checkpoint import META_KEY, check_resumable
+
+    plain = {"model": {"train_blocks": 0}, "train": {"cache_features": False}}
+    config = _cfg(tmp_path, data={"cached_views": 4}, **plain)  # the defaults of these keys
+    old = config.to_dict()
+    del old["model"]["train_blocks"], old["data"]["cached_views"], old["train"]["cache_dtype"]
+    checkpoint = {META_KEY: {"config": old}, "epoch": 0}
+    check_resumable(checkpoint, config.to_dict(), tmp_path / "last.ckpt")  # no error
+    other = _cfg(
+        tmp_path, data={"cached_views": 4}, model={"train_blocks": 1}, train=plain["train"]
+    )
+    with pytest.raises(DaalmlError, match=r"model\.train_blocks is 1 here but 0 in it"):
+        check_resumable(checkpoint, other.to_dict(), tmp_path / "last.ckpt")

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from daalml.config import config_from_dict
 from daalml.engine.module import PROGRESS_KEY, NonFiniteLossError
 from daalml.errors import DaalmlError
 
@@ -198,7 +199,15 @@ class SaveOnInterrupt(Callback):
 
 # ---------------------------------------------------------------------------- resuming
 # config keys that fix the shapes of the saved weights: a resumed run must keep them
-_RESUME_FIXED = ("model", "loss", "data.dataset", "data.train_classes", "train.cache_features")
+_RESUME_FIXED = (
+    "model",
+    "loss",
+    "data.dataset",
+    "data.train_classes",
+    "train.cache_features",
+    "data.cached_views",  # the activation cache a run's epochs read their views from
+    "train.cache_dtype",
+)
 # and those that fix an epoch's batches, when it resumes inside one
 _RESUME_MID_EPOCH = (
     "train.batch_size",
@@ -226,9 +235,17 @@ def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
     return [] if saved == current else [f"{prefix} is {current!r} here but {saved!r} in it"]
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys added since it was written at their defaults."""
+    try:
+        return config_from_dict(saved, source="checkpoint").to_dict()
+    except DaalmlError:  # not valid any more: compare it as it is, the error names the key
+        return saved
+
+
 def check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     """Raise unless ``config`` builds the model and loss the checkpoint at ``path`` holds."""
-    saved = checkpoint[META_KEY]["config"]
+    saved = _with_defaults(checkpoint[META_KEY]["config"])
     problems = []
     mid_epoch = resume_point(checkpoint)[1] > 0
     for key in _RESUME_FIXED + (_RESUME_MID_EPOCH if mid_epoch else ()):
