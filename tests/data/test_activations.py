@@ -131,3 +131,12 @@ def test_seeded_key_picks_the_view() -> None:
     assert data[(2, 7)][0].item() == 2 * 3 + 7 % 3
     assert data[1][0].item() == 3  # a plain index reads view 0
     assert data[(2, 7)][0].dtype == torch.float32
+
+
+def test_a_killed_build_leaves_nothing_behind(images, tmp_path: Path) -> None:
+    path = activation_path(tmp_path / "cache", KEY)
+    path.parent.mkdir(parents=True)
+    dead = path.with_name(f".{path.name}.tmp-999999999")  # no such process
+    dead.write_bytes(b"half")
+    _cache(CountingTrunk(), images, tmp_path)
+    assert not dead.exists() and path.is_file()

@@ -146,6 +146,25 @@ def _load(path: Path, key: Mapping[str, str], shape: tuple[int, ...], dtype: str
     return array, labels
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours, or a platform without signal 0
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Drop half-written files of ``path`` left by killed builds (their process is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def _check_space(path: Path, size: int) -> None:
     free = shutil.disk_usage(path.parent).free
     if size + _HEADROOM > free:
@@ -244,6 +263,7 @@ def _build(
         file=sys.stderr,
         flush=True,
     )
+    _remove_stale_temporaries(path)
     _check_space(path, size)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     labels = torch.empty(n, dtype=torch.long)
