@@ -77,7 +77,8 @@ LOO_EXPECTED = {
 
 def test_leave_one_out_hand_computed() -> None:
     out = retrieval_metrics(on_arc(LOO_ANGLES), np.asarray(LOO_LABELS))
-    assert set(out) == {*RANK_KEYS, "nmi"}
+    assert set(out) == {*RANK_KEYS, "nmi", "queries_without_relevant"}
+    assert out["queries_without_relevant"] == 1  # the singleton C
     for key, expected in LOO_EXPECTED.items():
         assert out[key] == pytest.approx(expected, abs=1e-12), key
     assert 0.0 <= out["nmi"] <= 1.0
@@ -102,7 +103,8 @@ def test_query_gallery_hand_computed() -> None:
         on_arc([0, 10, 20, 30, 40]),
         np.asarray([0, 1, 0, 0, 1]),
     )
-    assert set(out) == {*RANK_KEYS, "nmi"}
+    assert set(out) == {*RANK_KEYS, "nmi", "queries_without_relevant"}
+    assert out["queries_without_relevant"] == 1  # the Z query
     assert out["recall@1"] == pytest.approx(2 / 3)
     assert out["recall@2"] == pytest.approx(2 / 3)
     assert out["recall@4"] == pytest.approx(1.0)
@@ -288,6 +290,7 @@ def test_deterministic_and_chunk_size_independent() -> None:
     assert retrieval_metrics(x, y, seed=3) == first
     assert retrieval_metrics(x, y, seed=3, chunk_size=7) == first
     assert retrieval_metrics(x, y, seed=3, chunk_size=1) == first
+    assert first.pop("queries_without_relevant") == 1
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in first.values())
 
 
@@ -311,6 +314,7 @@ def test_invariants(labels: list[int], seed: int, ks: list[int]) -> None:
     x = rng.integers(-2, 3, size=(len(labels), 3)).astype(np.float32)
     n = len(labels)
     out = retrieval_metrics(x, np.asarray(labels), ks=[*ks, n], kmeans_niter=10)
+    assert out.pop("queries_without_relevant") == count_unmatchable_queries(labels)
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in out.values())
     recalls = [out[f"recall@{k}"] for k in sorted({*ks, n})]
     assert recalls == sorted(recalls)

@@ -20,6 +20,13 @@ neighbour set does not depend on the backend, the chunk size or topk's internal 
 bf16 backend rescores with GEMMs shaped like the exact one's, which MKL computes to the same
 bits; a BLAS whose bits depend on the matrix shape could make scores differ in the last
 bit, which can only swap items whose scores agree to within fp32 rounding.
+
+``distance="euclidean"`` ranks raw (not normalised) vectors by squared L2 distance as the
+inner product of ``[x, 1]`` with ``[y, -|y|^2 / 2]`` (:func:`euclidean_operands`), so the
+same fp32 backends search it exactly; bf16 is never used for it (the bias column's bf16
+rounding error would fail nearly every certificate): ``"bf16"`` and ``"auto"`` run the
+tiled or the exact fp32 path, as ``"auto"`` picks them on a GPU. The two operands differ,
+so a leave-one-out search multiplies every tile (the symmetric halving needs one set).
 """
 
 from __future__ import annotations
@@ -34,10 +41,20 @@ import torch
 from daalml import _knn_blocks
 from daalml.errors import DaalmlError
 
-__all__ = ["BACKENDS", "KnnBackend", "iter_knn", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "DISTANCES",
+    "Distance",
+    "KnnBackend",
+    "euclidean_operands",
+    "iter_knn",
+    "resolve_backend",
+]
 
 KnnBackend = Literal["auto", "exact", "bf16", "tiled"]
 BACKENDS: tuple[str, ...] = ("auto", "exact", "bf16", "tiled")
+Distance = Literal["cosine", "euclidean"]
+DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
 Block = tuple[int, torch.Tensor, torch.Tensor]
 
@@ -151,20 +168,41 @@ def iter_knn(
     exclude_self: bool,
     chunk_size: int,
     backend: str,
+    distance: str = "cosine",
 ) -> Iterator[Block]:
     """Yield ``(start, scores, indices)`` per block of ``chunk_size`` queries, best first.
 
-    Inputs are L2-normalised fp32; ``k`` is already clamped to the available gallery size.
+    Inputs are fp32, L2-normalised for ``distance="cosine"`` (scores: cosine similarity),
+    raw for ``"euclidean"`` (scores: x.y - |y|^2 / 2, see :func:`euclidean_operands`);
+    ``k`` is already clamped to the available gallery size.
     With ``exclude_self`` query row i is gallery row i and is never returned. fp32 matmuls
     run at full precision meanwhile (a "high" or "medium" float32_matmul_precision, as
     Lightning users set for training, would let them use TF32 or bf16: not exact).
     """
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
+    if distance == "euclidean":
+        query, gallery = euclidean_operands(query, gallery)
+        if backend in ("auto", "bf16"):
+            backend = "tiled" if _knn_blocks.usable(gallery.shape[0], k) else "exact"
     try:
         yield from _iter_knn(query, gallery, k, exclude_self, chunk_size, backend)
     finally:
         torch.set_float32_matmul_precision(precision)
+
+
+def euclidean_operands(
+    query: torch.Tensor, gallery: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[x, 1]`` per query and ``[y, -|y|^2 / 2]`` per gallery item, fp32.
+
+    Their inner product x.y - |y|^2 / 2 = (|x|^2 - |x - y|^2) / 2 orders a query's gallery
+    by squared L2 distance, nearest first (|x|^2 is the same for the whole row). Equal
+    gallery vectors get equal bits, so exact ties stay ties, broken by lower index.
+    """
+    half_sq = 0.5 * (gallery * gallery).sum(dim=1, keepdim=True)
+    ones = torch.ones((query.shape[0], 1), dtype=query.dtype, device=query.device)
+    return torch.cat([query, ones], dim=1), torch.cat([gallery, -half_sq], dim=1)
 
 
 def _iter_knn(

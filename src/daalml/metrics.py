@@ -2,16 +2,21 @@
 
 Pure functions over embeddings and integer labels: Recall@k, MAP@R and R-precision
 (Musgrave et al., "A Metric Learning Reality Check", as PML's AccuracyCalculator computes
-them) and NMI of a k-means clustering. Neighbours come from an exact chunked search on
-L2-normalised embeddings (cosine similarity; see :mod:`daalml._knn` for the fp32, tiled
-and certified bf16 backends) or from a search the caller plugs in (``knn=``, see
+them) and NMI of a k-means clustering. Neighbours come from an exact chunked search, by
+cosine similarity (L2-normalised embeddings, the default) or by Euclidean distance on the
+raw embeddings (``distance="euclidean"``; see :mod:`daalml._knn` for the fp32, tiled and
+certified bf16 backends), or from a search the caller plugs in (``knn=``, see
 :data:`KnnFunc`), so no N x N matrix is ever built and the per-query metrics are
-accumulated chunk by chunk. The k-means runs on the embeddings' device (:mod:`daalml._kmeans`).
+accumulated chunk by chunk. Options as OML has them: metrics per query category
+(``categories=``), gallery items each query ignores (``mask_to_ignore=``, or the
+memory-light ``ignore_groups=``; :mod:`daalml._query_options`). The k-means runs on the
+embeddings' device (:mod:`daalml._kmeans`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -21,7 +26,8 @@ import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
 from daalml import _kmeans
-from daalml._knn import KnnBackend, iter_knn, resolve_backend
+from daalml._knn import DISTANCES, Distance, KnnBackend, iter_knn, resolve_backend
+from daalml._query_options import GroupIgnore, IgnoreRule, MaskIgnore, as_codes, drop_ignored
 from daalml.errors import DaalmlError
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "KMEANS_SEED_MIN_POINTS",
     "KMEANS_SEED_POINTS_PER_CLUSTER",
     "KMEANS_SEED_THREADS",
+    "Distance",
     "KnnBackend",
     "KnnFunc",
     "count_unmatchable_queries",
@@ -64,8 +71,9 @@ KnnFunc = Callable[
 ]
 """A pluggable neighbour search: ``knn(query, gallery, k, exclude_self) -> (scores, indices)``.
 
-It receives float32 L2-normalised ``query`` (n_q, d) and ``gallery`` (n_g, d) tensors on the
-embeddings' device (for leave-one-out both are the same tensor), ``k`` (already at most the
+It receives float32 ``query`` (n_q, d) and ``gallery`` (n_g, d) tensors on the embeddings'
+device, L2-normalised for ``distance="cosine"`` and raw for ``"euclidean"`` (then it must
+rank by Euclidean distance) (for leave-one-out both are the same tensor), ``k`` (already at most the
 number of items available) and ``exclude_self`` (True for leave-one-out: query i is gallery
 item i and must not be returned as its own neighbour). It returns ``scores`` (n_q, k),
 similarities, larger = nearer, and ``indices`` (n_q, k), int gallery rows, best first, as
@@ -123,6 +131,17 @@ def _check_backend(backend: str) -> None:
     resolve_backend(backend, torch.device("cpu"), 0)  # raises on an unknown name
 
 
+def _check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise DaalmlError(f"distance: {distance!r} is not one of {', '.join(DISTANCES)}")
+
+
+def _prepared(x: ArrayLike, name: str, distance: str) -> torch.Tensor:
+    """Float32 embeddings, L2-normalised for cosine, as given for Euclidean distance."""
+    t = _as_embeddings(x, name)
+    return F.normalize(t, dim=1) if distance == "cosine" else t
+
+
 def knn(
     query: ArrayLike,
     gallery: ArrayLike,
@@ -131,10 +150,13 @@ def knn(
     exclude_self: bool,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     backend: KnnBackend = "auto",
+    distance: Distance = "cosine",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine-similarity k nearest neighbours of each query in ``gallery``, exactly.
+    """The k nearest neighbours of each query in ``gallery``, exactly.
 
-    Inputs are L2-normalised here. With ``exclude_self`` the query set must be the gallery
+    ``distance="cosine"``: inputs are L2-normalised here and ``scores`` are cosine
+    similarities; ``"euclidean"``: raw inputs ranked by L2 distance, ``scores`` are
+    -|q - g|^2 / 2 (larger = nearer; computed as q.g - |g|^2 / 2 - |q|^2 / 2 in fp32). With ``exclude_self`` the query set must be the gallery
     (row i of both is the same sample) and each query's own index is excluded, so exact
     duplicates of a query still count as neighbours. Returns float32 ``scores`` and int64
     ``indices`` of shape (n_query, min(k, available)), best first, equal scores by lower
@@ -151,10 +173,12 @@ def knn(
     bf16 for CPU searches of at least ~3000 x 3000 when a once-per-process probe finds
     bf16 matmul at least twice as fast as fp32 on this machine (four times for
     leave-one-out, where the tiled path halves the work), else tiled for galleries of at
-    least 4096 items, else exact; on a GPU, tiled or exact.
+    least 4096 items, else exact; on a GPU, tiled or exact. Euclidean searches never use
+    bf16 (``"bf16"`` runs as ``"auto"`` on a GPU) and multiply every tile.
     """
-    q = F.normalize(_as_embeddings(query, "query"), dim=1)
-    g = F.normalize(_as_embeddings(gallery, "gallery"), dim=1).to(q.device)
+    _check_distance(distance)
+    q = _prepared(query, "query", distance)
+    g = _prepared(gallery, "gallery", distance).to(q.device)
     if q.shape[1] != g.shape[1]:
         raise DaalmlError(f"query: dimension {q.shape[1]} differs from gallery's {g.shape[1]}")
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
@@ -172,9 +196,20 @@ def knn(
         raise DaalmlError("gallery: no neighbours available (one sample and exclude_self=True)")
     with torch.no_grad():
         blocks = list(
-            iter_knn(q, g, k_eff, exclude_self=exclude_self, chunk_size=chunk_size, backend=backend)
+            iter_knn(
+                q,
+                g,
+                k_eff,
+                exclude_self=exclude_self,
+                chunk_size=chunk_size,
+                backend=backend,
+                distance=distance,
+            )
         )
-    return torch.cat([b[1] for b in blocks]), torch.cat([b[2] for b in blocks])
+    scores = torch.cat([b[1] for b in blocks])
+    if distance == "euclidean":
+        scores = scores - 0.5 * (q * q).sum(dim=1, keepdim=True)
+    return scores, torch.cat([b[2] for b in blocks])
 
 
 def count_unmatchable_queries(labels: ArrayLike) -> int:
@@ -184,14 +219,16 @@ def count_unmatchable_queries(labels: ArrayLike) -> int:
     return int((counts == 1).sum())
 
 
-def _ranking_metrics(
+def _per_query(
     blocks: Iterator[tuple[int, torch.Tensor, torch.Tensor]],
     query_labels: torch.Tensor,
     gallery_labels: torch.Tensor,
     r_per_query: torch.Tensor,
-    ks: list[int],
-) -> dict[str, float]:
-    """Recall@k, MAP@R and R-precision averaged over queries with ``R >= 1``."""
+    padded: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per query: rank of the first hit (k if none), AP@R and R-precision.
+
+    With ``padded``, index -1 marks a slot with no neighbour (all others were ignored)."""
     n = query_labels.shape[0]
     device = query_labels.device
     first_hit = torch.empty(n, dtype=torch.int64, device=device)
@@ -200,7 +237,10 @@ def _ranking_metrics(
     for start, _, idx in blocks:
         stop = start + idx.shape[0]
         k = idx.shape[1]
-        hit = gallery_labels[idx] == query_labels[start:stop, None]
+        if padded:
+            hit = (gallery_labels[idx.clamp(min=0)] == query_labels[start:stop, None]) & (idx >= 0)
+        else:
+            hit = gallery_labels[idx] == query_labels[start:stop, None]
         pos = torch.arange(k, device=device)
         first_hit[start:stop] = torch.where(hit.any(dim=1), hit.to(torch.int8).argmax(dim=1), k)
         r = r_per_query[start:stop]
@@ -210,10 +250,38 @@ def _ranking_metrics(
         denom = r.clamp(min=1).to(torch.float64)
         ap_r[start:stop] = prec_at_hits.sum(dim=1) / denom
         r_prec[start:stop] = hit_r.sum(dim=1).to(torch.float64) / denom
-    valid = r_per_query > 0
+    return first_hit, ap_r, r_prec
+
+
+def _summary(
+    per_query: tuple[torch.Tensor, torch.Tensor, torch.Tensor], valid: torch.Tensor, ks: list[int]
+) -> dict[str, float]:
+    """Recall@k, MAP@R and R-precision averaged over the ``valid`` queries."""
+    first_hit, ap_r, r_prec = per_query
     out = {f"recall@{k}": float((first_hit[valid] < k).double().mean()) for k in ks}
     out["map@r"] = float(ap_r[valid].mean())
     out["r_precision"] = float(r_prec[valid].mean())
+    return out
+
+
+def _per_category(
+    per_query: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    valid: torch.Tensor,
+    categories: tuple[np.ndarray, list[str]],
+    ks: list[int],
+) -> dict[str, dict[str, float | int]]:
+    """``{category: {rank metrics..., "queries_without_relevant": n}}``; a category whose
+    queries all lack a relevant item gets only the count."""
+    codes, names = categories
+    code_t = torch.from_numpy(codes).to(valid.device)
+    out: dict[str, dict[str, float | int]] = {}
+    for c, name in enumerate(names):
+        rows = code_t == c
+        entry: dict[str, float | int] = {}
+        if bool((valid & rows).any()):
+            entry.update(_summary(per_query, valid & rows, ks))
+        entry["queries_without_relevant"] = int((rows & ~valid).sum())
+        out[name] = entry
     return out
 
 
@@ -293,7 +361,11 @@ def _external_knn(
 
 
 def _check_common(
-    seed: int, kmeans_niter: int, chunk_size: int, backend: str, knn: KnnFunc | None
+    seed: int,
+    kmeans_niter: int,
+    chunk_size: int,
+    backend: str,
+    knn: KnnFunc | None,
 ) -> None:
     _check_chunk_size(chunk_size)
     _check_backend(backend)
@@ -303,6 +375,93 @@ def _check_common(
         raise DaalmlError(f"seed: {seed!r} is not an integer")
     if isinstance(kmeans_niter, bool) or not isinstance(kmeans_niter, int) or kmeans_niter < 1:
         raise DaalmlError(f"kmeans_niter: {kmeans_niter!r} is not a positive integer")
+
+
+@dataclass(frozen=True)
+class _Search:
+    """How neighbours are found, and what each query ignores and is grouped by."""
+
+    chunk_size: int
+    backend: str
+    knn: KnnFunc | None
+    distance: str
+    rule: IgnoreRule | None
+    categories: tuple[np.ndarray, list[str]] | None
+
+
+def _ignore_rule(
+    mask_to_ignore: ArrayLike | None,
+    ignore_groups: Any,
+    n_q: int,
+    n_g: int,
+    device: torch.device,
+    leave_one_out: bool,
+) -> IgnoreRule | None:
+    """The rule from ``mask_to_ignore`` or ``ignore_groups`` (at most one of them)."""
+    if mask_to_ignore is not None and ignore_groups is not None:
+        raise DaalmlError("mask_to_ignore and ignore_groups: give at most one of them")
+    if mask_to_ignore is not None:
+        return MaskIgnore(mask_to_ignore, n_q, n_g, device)
+    if ignore_groups is None:
+        return None
+    if leave_one_out:
+        return GroupIgnore.from_ids(ignore_groups, None, n_q, n_g, device)
+    if not isinstance(ignore_groups, tuple | list) or len(ignore_groups) != 2:
+        raise DaalmlError("ignore_groups: expected a pair (query_groups, gallery_groups)")
+    return GroupIgnore.from_ids(ignore_groups[0], ignore_groups[1], n_q, n_g, device)
+
+
+def _evaluate(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    ql: torch.Tensor,
+    gl: torch.Tensor,
+    k: int,
+    ks: list[int],
+    search: _Search,
+    r_per_query: torch.Tensor,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Rank metrics of queries ``q`` against ``g`` (leave-one-out when ``q is g``), and the
+    count of queries without a relevant item (and per category, if any)."""
+    exclude_self = q is g
+    rule = search.rule
+    extra = 0 if rule is None else rule.extra(exclude_self)
+    k_search = min(k + extra, g.shape[0] - int(exclude_self))
+    with torch.no_grad():
+        if search.knn is None:
+            blocks = iter_knn(
+                q,
+                g,
+                k_search,
+                exclude_self=exclude_self,
+                chunk_size=search.chunk_size,
+                backend=search.backend,
+                distance=search.distance,
+            )
+        else:
+            blocks = _external_knn(search.knn, q, g, k_search, exclude_self)
+        if rule is not None:
+            blocks = drop_ignored(blocks, rule, k)
+        per_query = _per_query(blocks, ql, gl, r_per_query, padded=rule is not None)
+    valid = r_per_query > 0
+    extras: dict[str, Any] = {"queries_without_relevant": int((~valid).sum())}
+    if search.categories is not None:
+        extras["per_category"] = _per_category(per_query, valid, search.categories, ks)
+    return _summary(per_query, valid, ks), extras
+
+
+def _relevant_or_raise(
+    r_per_query: torch.Tensor, rule: IgnoreRule | None, ql: torch.Tensor, gl: torch.Tensor
+) -> torch.Tensor:
+    """R per query, with what ``rule`` ignores taken out; raises if no query has one."""
+    if rule is not None:
+        r_per_query = rule.relevant(ql, gl, ql is gl)
+        if not bool((r_per_query > 0).any()):
+            raise DaalmlError(
+                "mask_to_ignore/ignore_groups: no query has a relevant item left that it does"
+                " not ignore; nothing can be retrieved"
+            )
+    return r_per_query
 
 
 def retrieval_metrics(
@@ -315,22 +474,39 @@ def retrieval_metrics(
     kmeans_niter: int = DEFAULT_KMEANS_NITER,
     backend: KnnBackend = "auto",
     knn: KnnFunc | None = None,
-) -> dict[str, float]:
+    distance: Distance = "cosine",
+    categories: ArrayLike | Sequence[str] | None = None,
+    mask_to_ignore: ArrayLike | None = None,
+    ignore_groups: ArrayLike | Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Leave-one-out retrieval metrics and NMI of one embedded test set.
 
-    Each query is ranked against all other samples by cosine similarity. Keys:
+    Each query is ranked against all other samples by cosine similarity
+    (``distance="cosine"``) or by Euclidean distance between the raw, unnormalised
+    embeddings (``"euclidean"``, as PML's default AccuracyCalculator). Keys:
     ``recall@k`` per k in ``ks``, ``map@r``, ``r_precision`` (R = number of other samples of
-    the query's class; queries of single-sample classes are excluded) and ``nmi`` (k-means
-    on all L2-normalised embeddings, k = number of classes, seeded by ``seed``).
+    the query's class; queries without one are excluded from these averages), ``nmi``
+    (k-means on all embeddings, L2-normalised for cosine and raw for Euclidean, k = number
+    of classes, seeded by ``seed``) and ``queries_without_relevant`` (int: the queries
+    excluded). ``categories`` (one id per sample, integers or strings) adds
+    ``per_category``: ``{str(category): {the rank keys, "queries_without_relevant"}}``
+    (a category whose queries all lack a relevant item has only the count).
+    ``mask_to_ignore`` (bool, N x N, True = ignore) or ``ignore_groups`` (one id per sample:
+    a query ignores the other samples of its group) removes items from each query's
+    ranking and from its R, as OML's ``mask_to_ignore``.
     ``backend`` picks the exact kNN search (see :func:`knn`); results do not depend on it.
     ``knn`` replaces that search with the caller's (see :data:`KnnFunc`; called once with
     the whole set, ``exclude_self=True``). CUDA tensors are searched and clustered on their
     GPU (no faiss-gpu needed).
     """
-    emb = F.normalize(_as_embeddings(embeddings, "embeddings"), dim=1)
-    lab = _as_labels(labels, emb.shape[0], "labels", emb.device)
+    _check_distance(distance)
+    emb = _prepared(embeddings, "embeddings", distance)
+    n = emb.shape[0]
+    lab = _as_labels(labels, n, "labels", emb.device)
     ks_ = _check_ks(ks)
     _check_common(seed, kmeans_niter, chunk_size, backend, knn)
+    rule = _ignore_rule(mask_to_ignore, ignore_groups, n, n, emb.device, leave_one_out=True)
+    cats = None if categories is None else as_codes(categories, n, "categories")
     _, inverse, counts = torch.unique(lab, return_inverse=True, return_counts=True)
     r_per_query = counts[inverse] - 1
     if not bool((r_per_query > 0).any()):
@@ -338,17 +514,11 @@ def retrieval_metrics(
             f"labels: all {lab.shape[0]} samples are alone in their class;"
             " retrieval metrics need a class with at least two samples"
         )
-    k = min(max(max(ks_), int(counts.max()) - 1), emb.shape[0] - 1)
-    with torch.no_grad():
-        if knn is None:
-            blocks = iter_knn(
-                emb, emb, k, exclude_self=True, chunk_size=chunk_size, backend=backend
-            )
-        else:
-            blocks = _external_knn(knn, emb, emb, k, exclude_self=True)
-        out = _ranking_metrics(blocks, lab, lab, r_per_query, ks_)
-    out["nmi"] = _nmi(emb, lab, int(seed), kmeans_niter)
-    return out
+    r_per_query = _relevant_or_raise(r_per_query, rule, lab, lab)
+    k = min(max(max(ks_), int(counts.max()) - 1), n - 1)
+    search = _Search(chunk_size, backend, knn, distance, rule, cats)
+    ranks, extras = _evaluate(emb, emb, lab, lab, k, ks_, search, r_per_query)
+    return {**ranks, "nmi": _nmi(emb, lab, int(seed), kmeans_niter), **extras}
 
 
 def query_gallery_metrics(
@@ -363,17 +533,28 @@ def query_gallery_metrics(
     kmeans_niter: int = DEFAULT_KMEANS_NITER,
     backend: KnnBackend = "auto",
     knn: KnnFunc | None = None,
-) -> dict[str, float]:
+    distance: Distance = "cosine",
+    categories: ArrayLike | Sequence[str] | None = None,
+    mask_to_ignore: ArrayLike | None = None,
+    ignore_groups: tuple[ArrayLike, ArrayLike] | None = None,
+) -> dict[str, Any]:
     """Query-to-gallery retrieval metrics (In-Shop protocol) with the keys of retrieval_metrics.
 
-    Queries rank the separate gallery by cosine similarity (no self-exclusion). R is the
-    number of gallery samples of the query's class; queries without any are excluded.
-    NMI clusters queries and gallery together (k = number of classes in their union).
-    ``backend`` picks the exact kNN search (see :func:`knn`); results do not depend on it.
-    ``knn`` replaces it with the caller's search (:data:`KnnFunc`, ``exclude_self=False``).
+    Queries rank the separate gallery (no self-exclusion) by cosine similarity or, with
+    ``distance="euclidean"``, by Euclidean distance on the raw embeddings. R is the number
+    of gallery samples of the query's class; queries without any are excluded from the
+    averages and counted in ``queries_without_relevant``. NMI clusters queries and gallery
+    together (k = number of classes in their union). ``categories``: one id per query
+    (``per_category`` as in :func:`retrieval_metrics`). ``mask_to_ignore``: bool
+    (n_query, n_gallery), True = the query ignores that gallery item; ``ignore_groups``:
+    a pair ``(query_groups, gallery_groups)``, a query ignores the gallery items of its
+    group. ``backend`` picks the exact kNN search (see :func:`knn`); results do not depend
+    on it. ``knn`` replaces it with the caller's search (:data:`KnnFunc`,
+    ``exclude_self=False``).
     """
-    q = F.normalize(_as_embeddings(query_embeddings, "query_embeddings"), dim=1)
-    g = F.normalize(_as_embeddings(gallery_embeddings, "gallery_embeddings"), dim=1).to(q.device)
+    _check_distance(distance)
+    q = _prepared(query_embeddings, "query_embeddings", distance)
+    g = _prepared(gallery_embeddings, "gallery_embeddings", distance).to(q.device)
     if q.shape[1] != g.shape[1]:
         raise DaalmlError(
             f"query_embeddings: dimension {q.shape[1]} differs from gallery_embeddings'"
@@ -383,6 +564,9 @@ def query_gallery_metrics(
     gl = _as_labels(gallery_labels, g.shape[0], "gallery_labels", q.device)
     ks_ = _check_ks(ks)
     _check_common(seed, kmeans_niter, chunk_size, backend, knn)
+    n_q, n_g = q.shape[0], g.shape[0]
+    rule = _ignore_rule(mask_to_ignore, ignore_groups, n_q, n_g, q.device, leave_one_out=False)
+    cats = None if categories is None else as_codes(categories, n_q, "categories")
     classes, counts = torch.unique(gl, return_counts=True)
     pos = torch.searchsorted(classes, ql).clamp(max=classes.shape[0] - 1)
     r_per_query = torch.where(classes[pos] == ql, counts[pos], 0)
@@ -390,12 +574,9 @@ def query_gallery_metrics(
         raise DaalmlError(
             "query_labels: no query's class occurs in gallery_labels; nothing can be retrieved"
         )
-    k = min(max(max(ks_), int(counts.max())), g.shape[0])
-    with torch.no_grad():
-        if knn is None:
-            blocks = iter_knn(q, g, k, exclude_self=False, chunk_size=chunk_size, backend=backend)
-        else:
-            blocks = _external_knn(knn, q, g, k, exclude_self=False)
-        out = _ranking_metrics(blocks, ql, gl, r_per_query, ks_)
-    out["nmi"] = _nmi(torch.cat([q, g]), torch.cat([ql, gl]), int(seed), kmeans_niter)
-    return out
+    r_per_query = _relevant_or_raise(r_per_query, rule, ql, gl)
+    k = min(max(max(ks_), int(counts.max())), n_g)
+    search = _Search(chunk_size, backend, knn, distance, rule, cats)
+    ranks, extras = _evaluate(q, g, ql, gl, k, ks_, search, r_per_query)
+    nmi = _nmi(torch.cat([q, g]), torch.cat([ql, gl]), int(seed), kmeans_niter)
+    return {**ranks, "nmi": nmi, **extras}

@@ -200,7 +200,8 @@ class EmbeddingModule(L.LightningModule):
                 self.usual_causes(),
             )
         metrics = retrieval_metrics(embeddings, labels, ks=(1,), seed=self.cfg.train.seed)
-        self.val_metrics = {key: float(value) for key, value in metrics.items()}
+        # the figures only (not the int count of queries without a relevant item)
+        self.val_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, float)}
         self.log("val/recall@1", metrics["recall@1"], prog_bar=True, sync_dist=True)
         self.log("val/map@r", metrics["map@r"], sync_dist=True)
         self.log("val/nmi", metrics["nmi"], sync_dist=True)
