@@ -168,6 +168,21 @@ def test_euclidean_backends_return_the_same_neighbours(exclude_self: bool) -> No
     assert torch.equal(brute.gather(1, idx), brute.sort(dim=1).values[:, :12])
 
 
+def test_a_plugged_in_search_gets_the_raw_embeddings_for_euclidean() -> None:
+    x, y = blobs(6, 6, 4, seed=7, ties=False)
+    seen: list[torch.Tensor] = []
+
+    def brute(query: torch.Tensor, gallery: torch.Tensor, k: int, exclude_self: bool):
+        seen.append(query)
+        d = torch.cdist(query.double(), gallery.double())
+        d.fill_diagonal_(float("inf"))
+        return -d[:, :k], d.topk(k, dim=1, largest=False).indices
+
+    ours = retrieval_metrics(x, y, distance="euclidean", knn=brute, kmeans_niter=2)
+    assert torch.allclose(seen[0], torch.from_numpy(x).float())
+    assert ours == retrieval_metrics(x, y, distance="euclidean", kmeans_niter=2)
+
+
 # --- mask_to_ignore / ignore_groups --------------------------------------------------------
 
 

@@ -381,6 +381,7 @@ def _check_common(
 class _Search:
     """How neighbours are found, and what each query ignores and is grouped by."""
 
+    leave_one_out: bool
     chunk_size: int
     backend: str
     knn: KnnFunc | None
@@ -421,9 +422,9 @@ def _evaluate(
     search: _Search,
     r_per_query: torch.Tensor,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Rank metrics of queries ``q`` against ``g`` (leave-one-out when ``q is g``), and the
-    count of queries without a relevant item (and per category, if any)."""
-    exclude_self = q is g
+    """Rank metrics of queries ``q`` against ``g`` (the same set for leave-one-out), and
+    the count of queries without a relevant item (and per category, if any)."""
+    exclude_self = search.leave_one_out
     rule = search.rule
     extra = 0 if rule is None else rule.extra(exclude_self)
     k_search = min(k + extra, g.shape[0] - int(exclude_self))
@@ -451,11 +452,12 @@ def _evaluate(
 
 
 def _relevant_or_raise(
-    r_per_query: torch.Tensor, rule: IgnoreRule | None, ql: torch.Tensor, gl: torch.Tensor
+    r_per_query: torch.Tensor, search: _Search, ql: torch.Tensor, gl: torch.Tensor
 ) -> torch.Tensor:
-    """R per query, with what ``rule`` ignores taken out; raises if no query has one."""
+    """R per query, with what ``search.rule`` ignores taken out; raises if no query has one."""
+    rule = search.rule
     if rule is not None:
-        r_per_query = rule.relevant(ql, gl, ql is gl)
+        r_per_query = rule.relevant(ql, gl, search.leave_one_out)
         if not bool((r_per_query > 0).any()):
             raise DaalmlError(
                 "mask_to_ignore/ignore_groups: no query has a relevant item left that it does"
@@ -514,9 +516,9 @@ def retrieval_metrics(
             f"labels: all {lab.shape[0]} samples are alone in their class;"
             " retrieval metrics need a class with at least two samples"
         )
-    r_per_query = _relevant_or_raise(r_per_query, rule, lab, lab)
+    search = _Search(True, chunk_size, backend, knn, distance, rule, cats)
+    r_per_query = _relevant_or_raise(r_per_query, search, lab, lab)
     k = min(max(max(ks_), int(counts.max()) - 1), n - 1)
-    search = _Search(chunk_size, backend, knn, distance, rule, cats)
     ranks, extras = _evaluate(emb, emb, lab, lab, k, ks_, search, r_per_query)
     return {**ranks, "nmi": _nmi(emb, lab, int(seed), kmeans_niter), **extras}
 
@@ -574,9 +576,9 @@ def query_gallery_metrics(
         raise DaalmlError(
             "query_labels: no query's class occurs in gallery_labels; nothing can be retrieved"
         )
-    r_per_query = _relevant_or_raise(r_per_query, rule, ql, gl)
+    search = _Search(False, chunk_size, backend, knn, distance, rule, cats)
+    r_per_query = _relevant_or_raise(r_per_query, search, ql, gl)
     k = min(max(max(ks_), int(counts.max())), n_g)
-    search = _Search(chunk_size, backend, knn, distance, rule, cats)
     ranks, extras = _evaluate(q, g, ql, gl, k, ks_, search, r_per_query)
     nmi = _nmi(torch.cat([q, g]), torch.cat([ql, gl]), int(seed), kmeans_niter)
     return {**ranks, "nmi": nmi, **extras}
