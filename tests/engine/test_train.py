@@ -43,7 +43,10 @@ def test_train_writes_run_directory(tmp_path: Path) -> None:
     _train(str(cfg), "--output", str(run), "--set", "train.epochs=2")
     metrics = _metrics(run)
     assert METRIC_KEYS <= set(metrics)
-    assert METRIC_KEYS == set(metrics["pretrained"])
+    assert {*METRIC_KEYS, "queries_without_relevant"} == set(metrics["pretrained"])
+    # the metrics' own count of queries left out agrees with the data checks' count
+    assert metrics["queries_without_relevant"] == metrics["excluded_queries"]
+    assert metrics["pretrained"]["queries_without_relevant"] == metrics["excluded_queries"]
     for key in METRIC_KEYS:
         assert 0.0 <= metrics[key] <= 1.0
         assert 0.0 <= metrics["pretrained"][key] <= 1.0
