@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from daalml.data.layouts import DATASETS, load_splits
+from daalml.data.layouts import DATASETS, categories_of, load_splits
 from daalml.data.records import DatasetSplits, ImageRecord
 from daalml.errors import DaalmlError
 from tests.data.builders import make_cars, make_csv, make_cub, make_folder, make_inshop, make_sop
@@ -124,6 +124,17 @@ def test_inshop_query_gallery(tmp_path: Path) -> None:
     by_label = {r.label: r.class_name for r in splits.test}
     assert all(by_label[r.label] == r.class_name for r in splits.gallery)
     _assert_disjoint(splits)
+
+
+def test_sop_and_inshop_categories(tmp_path: Path) -> None:
+    sop = load_splits("sop", make_sop(tmp_path / "sop", n_classes=4, per_class=2, size=8))
+    # test classes 3 and 4: bicycle_final and chair_final alternate by class id
+    assert categories_of("sop", sop.test) == ["bicycle_final"] * 2 + ["chair_final"] * 2
+    inshop = load_splits("inshop", make_inshop(tmp_path / "inshop", n_classes=4, size=8))
+    assert inshop.query is not None
+    assert categories_of("inshop", inshop.query) == ["WOMEN/Dresses"] * 2 + ["MEN/Denim"] * 2
+    folder = load_splits("folder", make_folder(tmp_path / "folder", size=8))
+    assert categories_of("folder", folder.test) is None
 
 
 def test_inshop_images_under_img_folder_of_archive(tmp_path: Path) -> None:

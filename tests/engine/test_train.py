@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from daalml.cli import app
 from daalml.engine.checkpoint import load_checkpoint
-from tests.data.builders import make_folder
+from tests.data.builders import make_folder, make_inshop, make_sop
 from tests.runs import tiny_run_config
 
 METRIC_KEYS = {"recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision"}
@@ -84,6 +84,27 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")["state_dict"]
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "make", "categories"),
+    [
+        ("sop", make_sop, {"bicycle_final", "chair_final"}),
+        ("inshop", make_inshop, {"WOMEN/Dresses", "MEN/Denim"}),
+    ],
+)
+def test_sop_and_inshop_runs_report_per_category(
+    tmp_path: Path, dataset: str, make, categories: set[str]
+) -> None:
+    root = make(tmp_path / "ds", n_classes=8, per_class=4, size=32)
+    config = tiny_run_config(root, tmp_path / "cache", data={"dataset": dataset})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    _train(str(tmp_path / "config.yaml"), "--output", str(tmp_path / "run"))
+    metrics = _metrics(tmp_path / "run")
+    assert set(metrics["per_category"]) == categories
+    assert set(metrics["pretrained"]["per_category"]) == categories
+    for entry in metrics["per_category"].values():
+        assert METRIC_KEYS - {"nmi"} <= set(entry)
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

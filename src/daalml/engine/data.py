@@ -24,7 +24,7 @@ from daalml.data.activations import CachedActivations, cached_activations, weigh
 from daalml.data.cache import cached_features
 from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
-from daalml.data.layouts import load_splits
+from daalml.data.layouts import categories_of, load_splits
 from daalml.data.records import ImageRecord
 from daalml.data.sampling import MPerClassBatchSampler
 from daalml.data.splits import carve_validation
@@ -51,6 +51,7 @@ class RunData:
     train_eval: Dataset | None = None  # the training set without augmentation (PCA, data init)
     skipped_images: list[tuple[Path, str]] = field(default_factory=list)
     families: list[str] | None = None  # per test sample (glyphs: font family), for plots
+    categories: list[str] | None = None  # per test sample or query (SOP, In-Shop), for metrics
 
 
 def default_cache_dir(cfg: Config) -> Path:
@@ -133,10 +134,13 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
         skipped_images=skipped,
     )
     if splits.query is not None and splits.gallery is not None:
-        data.query = images(_check(splits.query, cfg, skipped), plain)
+        queries = _check(splits.query, cfg, skipped)
+        data.query = images(queries, plain)
         data.gallery = images(_check(splits.gallery, cfg, skipped), plain)
     else:
-        data.test = images(_check(splits.test, cfg, skipped), plain)
+        queries = _check(splits.test, cfg, skipped)
+        data.test = images(queries, plain)
+    data.categories = categories_of(cfg.data.dataset, queries)
     if cfg.train.cache_features and cfg.model.train_blocks:
         _to_activations(data, cfg, backbone, plain)
     elif cfg.train.cache_features:

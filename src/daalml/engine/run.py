@@ -130,8 +130,10 @@ def embed_sharded(
     return gather_tensor(embeddings, device), gather_tensor(labels, device)
 
 
-def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, float]:
-    """Test metrics of ``fn``; under DDP every rank embeds a share and rank 0 alone scores."""
+def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Test metrics of ``fn``; under DDP every rank embeds a share and rank 0 alone scores.
+
+    Where the layout has categories (SOP, In-Shop) the result also has ``per_category``."""
     kwargs = {"batch_size": cfg.train.eval_batch_size, "device": device}
     if not (data.features or data.activations):
         kwargs["num_workers"] = cfg.data.num_workers
@@ -139,13 +141,17 @@ def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, 
         embeddings, labels = embed_sharded(fn, data.test, **kwargs)
         if world()[1] != 0:
             return {}
-        return retrieval_metrics(embeddings, labels, ks=cfg.eval.ks, seed=cfg.train.seed)
+        return retrieval_metrics(
+            embeddings, labels, ks=cfg.eval.ks, seed=cfg.train.seed, categories=data.categories
+        )
     assert data.query is not None and data.gallery is not None
     q, ql = embed_sharded(fn, data.query, **kwargs)
     g, gl = embed_sharded(fn, data.gallery, **kwargs)
     if world()[1] != 0:
         return {}
-    return query_gallery_metrics(q, ql, g, gl, ks=cfg.eval.ks, seed=cfg.train.seed)
+    return query_gallery_metrics(
+        q, ql, g, gl, ks=cfg.eval.ks, seed=cfg.train.seed, categories=data.categories
+    )
 
 
 def _device(cfg: Config) -> torch.device:

@@ -90,6 +90,12 @@ def load_inshop(root: Path, *, train_classes: int | None = None) -> DatasetSplit
     )
 
 
+def category(record: ImageRecord) -> str:
+    """The clothing type: the two folders above the item's (``img/WOMEN/Dresses/id_.../``
+    gives ``WOMEN/Dresses``), by which In-Shop results are also reported per category."""
+    return f"{record.path.parents[2].name}/{record.path.parents[1].name}"
+
+
 def _records(pairs: list[tuple[Path, str]]) -> list[ImageRecord]:
     """Label ``(image, item_id)`` pairs by the rank of the item id, so row order does not matter."""
     order = {item: i for i, item in enumerate(sorted({item for _, item in pairs}))}

@@ -50,6 +50,12 @@ def _read_split(root: Path, listing: Path) -> list[ImageRecord]:
     return records
 
 
+def category(record: ImageRecord) -> str:
+    """The product's super-class: the image's folder (``bicycle_final``), one per
+    ``super_class_id``, by which SOP results are also reported per category."""
+    return record.path.parent.name
+
+
 def load_sop(root: Path, *, train_classes: int | None = None) -> DatasetSplits:
     """Load SOP with its published split; ``train_classes`` is refused (the split is fixed)."""
     if train_classes is not None:
