@@ -179,12 +179,12 @@ def iter_knn(
     run at full precision meanwhile (a "high" or "medium" float32_matmul_precision, as
     Lightning users set for training, would let them use TF32 or bf16: not exact).
     """
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
     if distance == "euclidean":
         query, gallery = euclidean_operands(query, gallery)
         if backend in ("auto", "bf16"):
             backend = "tiled" if _knn_blocks.usable(gallery.shape[0], k) else "exact"
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
     try:
         yield from _iter_knn(query, gallery, k, exclude_self, chunk_size, backend)
     finally:
