@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from daalml.cli import _guard, app, metrics_table
+from daalml.cli.shell import _guard, metrics_table
 
 
-@app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(
         "daalml-demo"

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from daalml.cli import SetOption, _guard, app
+from daalml.cli.shell import SetOption, _guard
 
 
-@app.command()
 def benchmark(
     config: Annotated[Path, typer.Argument(help="YAML config: data and model are enough.")],
     losses: Annotated[

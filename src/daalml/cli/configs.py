@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from daalml.cli import _guard, app
+from daalml.cli.shell import _guard
 
 
-@app.command()
 def configs(
     name: Annotated[
         str | None,

@@ -1,4 +1,4 @@
-"""`daalml embed`, `index`, `search` and `export`: use a trained checkpoint on image files."""
+"""`daalml embed`, `index` and `search`: use a trained checkpoint on image files."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from daalml.cli import _guard, app
+from daalml.cli.shell import Checkpoint, _guard
 from daalml.errors import DaalmlError
 
-Checkpoint = Annotated[Path, typer.Argument(help="A checkpoint written by `daalml train`.")]
 Images = Annotated[
     Path,
     typer.Argument(
@@ -35,7 +34,6 @@ def _embed_folder(checkpoint: Path, images: Path, batch_size: int, device: str |
     return found, vectors
 
 
-@app.command()
 def embed(
     checkpoint: Checkpoint,
     images: Images,
@@ -53,7 +51,6 @@ def embed(
     print(_guard(action))
 
 
-@app.command()
 def index(
     checkpoint: Checkpoint,
     images: Images,
@@ -83,7 +80,6 @@ def index(
     print(_guard(action))
 
 
-@app.command()
 def search(
     index_dir: Annotated[Path, typer.Argument(help="A directory written by `daalml index`.")],
     queries: Annotated[list[Path], typer.Argument(help="Query image files.")],
@@ -134,37 +130,3 @@ def search(
         for rank, hit in enumerate(hits, start=1):
             name = f"  [{hit.class_name}]" if hit.class_name is not None else ""
             print(f"{rank:4d}  {hit.score:.4f}  {hit.path}{name}")
-
-
-@app.command()
-def export(
-    checkpoint: Checkpoint,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Model file (default: beside the checkpoint)."),
-    ] = None,
-) -> None:
-    """Export backbone + head + L2 normalisation to ONNX or TorchScript (+ <output>.json)."""
-    from daalml.export import export_model
-
-    suffix = ".onnx" if fmt == "onnx" else ".pt"
-    target = output if output is not None else checkpoint.with_suffix(suffix)
-    result = _guard(lambda: export_model(checkpoint, target, format=fmt))
-    print(result.path)
-    print(
-        f"input: {describe_input(result.metadata['preprocessing'])}; metadata in {result.sidecar}"
-    )
-
-
-def describe_input(prep: dict) -> str:
-    """One line: input shape and the preprocessing an exported model expects."""
-    size = prep["image_size"]
-    shape = f"(batch, {len(prep['mean'])}, {size}, {size}) float32"
-    if prep["resize"] is None:
-        geometry = f"{prep['mode']} image resized to {size}x{size}"
-    else:
-        geometry = (
-            f"{prep['mode']} image, short side resized to {prep['resize']}, centre crop {size}"
-        )
-    return f"{shape}: {geometry}, pixels / 255, then (x - {prep['mean']}) / {prep['std']}"

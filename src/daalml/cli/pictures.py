@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 
-from daalml.cli import _guard, app
+from daalml.cli.shell import _guard
 
 RunDir = Annotated[Path, typer.Argument(help="A run directory written by `daalml train`.")]
 
 
-@app.command()
 def visualize(
     run_dir: RunDir,
     method: Annotated[
@@ -41,7 +40,6 @@ def visualize(
     print(path)
 
 
-@app.command()
 def report(
     run_dir: RunDir,
     method: Annotated[
