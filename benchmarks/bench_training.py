@@ -135,8 +135,8 @@ def measure_images(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline, backbone-alone, loader-alone and loss-alone throughput (in this process)."""
     from daalml.engine.data import prepare_data, train_loader
     from daalml.engine.module import EmbeddingModule
-    from daalml.engine.run import build_model
     from daalml.losses.registry import build_loss
+    from daalml.models.build import build_model
 
     _quiet()
     warmup = 2

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from daalml.benchmark import (
+from daalml.config import Config, load_config
+from daalml.engine.checkpoint import load_module
+from daalml.errors import DaalmlError
+from daalml.workflows.benchmark import (
     METRIC_COLUMNS,
     PRETRAINED,
     bar_chart,
@@ -19,9 +22,6 @@ from daalml.benchmark import (
     run_benchmark,
     summarise,
 )
-from daalml.config import Config, load_config
-from daalml.engine.run import load_module
-from daalml.errors import DaalmlError
 from tests.cli import invoke_fails, invoke_ok
 from tests.engine.test_train import _config
 

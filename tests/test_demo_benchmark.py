@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from daalml.benchmark import (
+from daalml.cli import app
+from daalml.config import load_config
+from daalml.errors import DaalmlError
+from daalml.workflows.benchmark import (
     METRIC_COLUMNS,
     VALIDATION_COLUMNS,
     markdown_table,
@@ -19,9 +22,6 @@ from daalml.benchmark import (
     run_benchmark,
     summarise,
 )
-from daalml.cli import app
-from daalml.config import load_config
-from daalml.errors import DaalmlError
 from tests.engine.test_train import _config
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daalml.config import config_from_dict
-from daalml.engine.run import train
+from daalml.workflows.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -432,8 +432,8 @@ def test_ctrl_c_at_an_epochs_last_step_saves_after_the_epoch_end(
 
 def test_non_finite_validation_embeddings_name_the_cause() -> None:
     from daalml.config import config_from_dict
-    from daalml.engine.run import build_model
     from daalml.losses.registry import build_loss
+    from daalml.models.build import build_model
 
     model = {"backbone": "small_cnn", "pretrained": False, "embedding_size": 4, "head": "linear"}
     cfg = config_from_dict({"model": model, "train": {"lr": 0.5}})

@@ -13,12 +13,15 @@ import pytest
 import torch
 
 from daalml.config import config_from_dict
-from daalml.engine.checkpoint import load_checkpoint
+from daalml.engine.checkpoint import load_checkpoint, load_module
 from daalml.engine.data import prepare_data, train_loader
-from daalml.engine.run import build_model, embed, evaluate, load_module, train
+from daalml.engine.inference import embed
 from daalml.errors import DaalmlError
+from daalml.models.build import build_model
 from daalml.models.stages import split_backbone
 from daalml.retrieval import embed_images
+from daalml.workflows.evaluate import evaluate
+from daalml.workflows.train import train
 from tests.data.builders import make_noise_folder
 from tests.runs import tiny_run_config
 

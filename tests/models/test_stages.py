@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from daalml.config import config_from_dict
-from daalml.engine.run import _register_small_cnn, build_model
 from daalml.errors import DaalmlError
 from daalml.models.backbones import build_backbone
+from daalml.models.build import _register_small_cnn, build_model
 from daalml.models.stages import num_stages, split_backbone
 
 TINY = ("small_cnn", "timm:test_efficientnet", "timm:test_resnet")

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from daalml.config import load_config
-from daalml.engine.run import train
+from daalml.workflows.train import train
 from tests.runs import tiny_run_config
 
 # Twelve well separated colours (RGB): six train classes, six unseen test classes.

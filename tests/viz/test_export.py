@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from daalml.cli import app
 from daalml.data.images import load_rgb
-from daalml.engine.run import load_module
+from daalml.engine.checkpoint import load_module
 from daalml.errors import DaalmlError
 from daalml.export import export_model, read_metadata
 from daalml.retrieval import list_images, preprocessing

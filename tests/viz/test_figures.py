@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daalml.viz.figures import retrieval_rows
-from daalml.viz.run import Run, load_run
+from daalml.workflows.run_dir import Run, load_run
+from daalml.workflows.visualize import retrieval_rows
 from tests.cli import invoke_fails, invoke_ok
 from tests.viz.conftest import PALETTE, PER_CLASS, train_run
 
@@ -77,7 +77,7 @@ def test_visualize_default_output_and_checkpoint_choice(run_copy: Path) -> None:
 
 
 def test_map_covers_the_unseen_test_classes(loaded: Run) -> None:
-    from daalml.viz.figures import map_figure
+    from daalml.workflows.visualize import map_figure
 
     legend = map_figure(loaded, "pca").axes[0].get_legend()
     names = [t.get_text() for t in legend.get_texts()]
@@ -174,9 +174,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, run_copy: Path) -> 
 
 def test_margins_figure_shows_the_checkpointed_statistics(daal_run: Path) -> None:
     """The plotted points are the checkpoint's sigma_perp and the loss's margins(), per class."""
-    from daalml.engine.checkpoint import load_checkpoint
-    from daalml.engine.run import load_module
-    from daalml.viz.figures import checkpoint_margins_figure, margin_data
+    from daalml.engine.checkpoint import load_checkpoint, load_module
+    from daalml.workflows.visualize import checkpoint_margins_figure, margin_data
 
     path = daal_run / "checkpoints" / "best.ckpt"
     state = load_checkpoint(path)["state_dict"]

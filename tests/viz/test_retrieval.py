@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from daalml.engine.run import load_module
+from daalml.engine.checkpoint import load_module
 from daalml.errors import DaalmlError
 from daalml.retrieval import (
     RetrievalIndex,

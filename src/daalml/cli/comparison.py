@@ -29,8 +29,8 @@ def benchmark(
     set_: SetOption = None,
 ) -> None:
     """Train every loss with every seed on the same protocol; write results.csv and results.md."""
-    from daalml.benchmark import parse_losses, run_benchmark
     from daalml.config import load_config
+    from daalml.workflows.benchmark import parse_losses, run_benchmark
 
     out = output or Path("benchmark-runs") / config.stem
 

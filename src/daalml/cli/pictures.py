@@ -34,7 +34,7 @@ def visualize(
     ] = None,
 ) -> None:
     """Draw the test embeddings of a run in 2-D by class (or another picture with --kind)."""
-    from daalml.viz.figures import visualize as draw
+    from daalml.workflows.visualize import visualize as draw
 
     path = _guard(lambda: draw(run_dir, kind=kind, method=method, output=output))
     print(path)
@@ -50,7 +50,7 @@ def report(
     ] = None,
 ) -> None:
     """Write one self-contained HTML page: config, metrics and all pictures of a run."""
-    from daalml.viz.report import write_report
+    from daalml.workflows.report import write_report
 
     path = _guard(lambda: write_report(run_dir, method=method, output=output))
     print(path)

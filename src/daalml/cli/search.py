@@ -23,17 +23,6 @@ Device = Annotated[
 ]
 
 
-def _embed_folder(checkpoint: Path, images: Path, batch_size: int, device: str | None):
-    """The images listed by ``images`` and their embeddings by the checkpoint's model."""
-    from daalml.engine.run import load_module
-    from daalml.retrieval import embed_images, list_images
-
-    found = list_images(images)
-    module, _ = load_module(checkpoint)
-    vectors = embed_images(module, found.paths, batch_size=batch_size, device=device, progress=True)
-    return found, vectors
-
-
 def embed(
     checkpoint: Checkpoint,
     images: Images,
@@ -43,9 +32,10 @@ def embed(
 ) -> None:
     """Embed images: an .npz with embeddings, paths, and labels/class_names when known."""
     from daalml.retrieval import save_embeddings
+    from daalml.workflows.search_index import embed_folder
 
     def action() -> Path:
-        found, vectors = _embed_folder(checkpoint, images, batch_size, device)
+        found, vectors = embed_folder(checkpoint, images, batch_size=batch_size, device=device)
         return save_embeddings(output, vectors, found, checkpoint=checkpoint)
 
     print(_guard(action))
@@ -64,9 +54,10 @@ def index(
 ) -> None:
     """Embed a gallery and save a faiss index with its paths, labels and checkpoint."""
     from daalml.retrieval import build_index
+    from daalml.workflows.search_index import embed_folder
 
     def action() -> Path:
-        found, vectors = _embed_folder(checkpoint, images, batch_size, device)
+        found, vectors = embed_folder(checkpoint, images, batch_size=batch_size, device=device)
         built = build_index(
             vectors,
             found.paths,
@@ -108,7 +99,7 @@ def search(
                 raise DaalmlError(f"query image {query}: no such file")
         module = None
         if checkpoint is not None:
-            from daalml.engine.run import load_module
+            from daalml.engine.checkpoint import load_module
 
             module, _ = load_module(checkpoint)
         return loaded.search(list(queries), k, module=module, device=device)

@@ -24,7 +24,7 @@ def demo(
     ] = False,
 ) -> None:
     """Train DAAL and Proxy-Anchor side by side on the built-in glyphs (no download)."""
-    from daalml.demo import run_demo
+    from daalml.workflows.demo import run_demo
 
     result = _guard(lambda: run_demo(output, seed=seed, quick=quick))
     console = Console(width=120)

@@ -25,7 +25,7 @@ def train(
 ) -> None:
     """Train an embedding model; writes config.yaml, metrics.json, checkpoints/ and logs/."""
     from daalml.config import load_config
-    from daalml.engine.run import train as run_train
+    from daalml.workflows.train import train as run_train
 
     out = output or Path("runs") / config.stem
 
@@ -49,7 +49,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Re-evaluate a checkpoint on its config's test split and print (and write) the metrics."""
-    from daalml.engine.run import evaluate as run_evaluate
+    from daalml.workflows.evaluate import evaluate as run_evaluate
 
     results = _guard(lambda: run_evaluate(checkpoint, set_ or (), output))
     print(json.dumps(results, indent=2))

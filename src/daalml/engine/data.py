@@ -27,9 +27,9 @@ from daalml.data.images import check_images
 from daalml.data.layouts import load_splits
 from daalml.data.records import ImageRecord
 from daalml.data.sampling import MPerClassBatchSampler
+from daalml.data.seeding import mix_seed, seed_host
 from daalml.data.splits import carve_validation
 from daalml.data.transforms import describe_transform, eval_transform, train_transform
-from daalml.engine.module import mix_seed, seed_host
 from daalml.errors import DaalmlError
 from daalml.metrics import count_unmatchable_queries
 from daalml.models.backbones import Backbone

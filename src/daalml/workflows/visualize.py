@@ -1,4 +1,4 @@
-"""The pictures of one run: from a loaded :class:`~daalml.viz.run.Run` to matplotlib figures.
+"""The pictures of one run: from a loaded :class:`~daalml.workflows.run_dir.Run` to matplotlib figures.
 
 ``visualize(run_dir, kind=...)`` is what ``daalml visualize`` calls: ``map`` (2-D map of the
 test embeddings), ``segments`` (DAAL class segments), ``margins`` (DAAL: each training class's
@@ -30,7 +30,7 @@ from daalml.viz.plots import (
     segments_view,
     training_curves,
 )
-from daalml.viz.run import EmbeddedSet, Run, find_checkpoint, load_run
+from daalml.workflows.run_dir import EmbeddedSet, Run, find_checkpoint, load_run
 
 __all__ = [
     "KINDS",
@@ -170,7 +170,7 @@ def margins_figure(loss: DAALLoss, *, name: str = "daal") -> Figure:
 
 def checkpoint_margins_figure(run_dir: str | Path) -> Figure:
     """:func:`margins_figure` of a run directory: the loss state from its checkpoint, no data."""
-    from daalml.engine.run import load_module
+    from daalml.engine.checkpoint import load_module
 
     module, cfg = load_module(find_checkpoint(run_dir))
     loss = getattr(module.loss, "loss", None)

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from daalml.config import Config, config_from_dict
+from daalml.engine.checkpoint import load_module
 from daalml.engine.data import prepare_data
-from daalml.engine.run import embed, load_module, train
+from daalml.engine.inference import embed
+from daalml.workflows.train import train
 
 METHODS: dict[str, str] = {"proxy_anchor": "proxy_anchor", "daal": "daal"}  # entry -> loss
 METRIC_KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision")
@@ -158,7 +160,7 @@ def _fresh_backbone(cfg: Config):
     """The network exactly as both runs started it (same seed, same initialisation)."""
     import lightning as L
 
-    from daalml.engine.run import build_model
+    from daalml.models.build import build_model
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     return build_model(cfg).backbone

@@ -140,7 +140,7 @@ class Run:
     def embed(self, split: str, classes: Sequence[int] | None = None) -> EmbeddedSet:
         """Embed ``split`` (train = the training set without augmentation), all of it or only
         the items of ``classes``."""
-        from daalml.engine.run import embed
+        from daalml.engine.inference import embed
 
         dataset = self._split(self.data, split)
         shown = self._split(self.image_data, split)
@@ -171,7 +171,7 @@ class Run:
 
 def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -> Run:
     """Load the model of ``run_dir`` and prepare its datasets (nothing is embedded yet)."""
-    from daalml.engine.run import load_module
+    from daalml.engine.checkpoint import load_module
 
     directory = Path(run_dir)
     checkpoint = find_checkpoint(directory)

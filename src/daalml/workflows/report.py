@@ -18,7 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from daalml.errors import DaalmlError
-from daalml.viz.figures import (
+from daalml.workflows.run_dir import Run, load_run
+from daalml.workflows.visualize import (
     LOG_FILE,
     curves_figure,
     daal_loss,
@@ -27,7 +28,6 @@ from daalml.viz.figures import (
     retrieval_figure,
     segments_figure,
 )
-from daalml.viz.run import Run, load_run
 
 __all__ = ["REPORT_FILE", "figure_png", "metrics_table_html", "write_report"]
 

@@ -142,7 +142,7 @@ def run_benchmark(
         )
     check_entries(losses)
     if train_fn is None:
-        from daalml.engine.run import train as train_fn
+        from daalml.workflows.train import train as train_fn
     out = Path(output)
     rows: list[dict[str, Any]] = []
     pretrained_by_seed: dict[int, dict[str, float]] = {}
