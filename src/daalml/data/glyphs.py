@@ -165,6 +165,17 @@ class GlyphTensorDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
             image = (image - self._mean) / self._std
         return image, int(self.split.labels[index])
 
+    @property
+    def class_names(self) -> list[str]:
+        """The character of each label value."""
+        return list(self.split.class_names)
+
+    def picture(self, index: int) -> np.ndarray:
+        """Item ``index`` as an (H, W, 3) uint8 image (the rendering, grey in three channels)."""
+        grey = (self.split.images[index].clamp(0, 1) * 255).round().to(torch.uint8)
+        array = grey.permute(1, 2, 0).numpy()
+        return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+
 
 def default_cache_dir() -> Path:
     """``$DAALML_CACHE/glyphs`` if that variable is set, else ``~/.cache/daalml/glyphs``."""

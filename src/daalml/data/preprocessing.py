@@ -60,12 +60,14 @@ class Preprocessing:
 
 
 def preprocessing_for(cfg: Config, backbone: Backbone) -> Preprocessing:
-    """The evaluation preprocessing of a run: its eval transform, or the glyph renderings' form."""
+    """The evaluation preprocessing of a run: its eval transform, or its dataset's own form."""
+    from daalml.data.registry import dataset_entry  # the registry's entries build these
+
     channels = backbone.in_chans
     mode = "L" if channels == 1 else "RGB"
-    if cfg.data.dataset == "glyphs":  # rendered in [0, 1] and fed without normalisation
-        size = cfg.data.glyph_image_size
-        return Preprocessing(size, None, (0.0,) * channels, (1.0,) * channels, mode)
+    own = dataset_entry(cfg.data.dataset).preprocessing
+    if own is not None:
+        return own(cfg, channels)
     return Preprocessing(
         cfg.data.image_size, cfg.data.resize, tuple(backbone.mean), tuple(backbone.std), mode
     )

@@ -1,6 +1,6 @@
 """From a config to the datasets a run needs: train / validation / test, images or cached features.
 
-The engine composes the data layer (layouts, splits, transforms, the glyph renderer) with the
+The engine composes the data layer (the dataset registry, splits, transforms, caches) with the
 backbone here, because the cached-feature mode turns images into backbone features once.
 """
 
@@ -24,8 +24,8 @@ from daalml.data.activations import CachedActivations, cached_activations, weigh
 from daalml.data.cache import cached_features
 from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
-from daalml.data.layouts import load_splits
 from daalml.data.records import ImageRecord
+from daalml.data.registry import BuiltDatasets, dataset_entry, load_layout
 from daalml.data.sampling import MPerClassBatchSampler
 from daalml.data.seeding import mix_seed, seed_host
 from daalml.data.splits import carve_validation
@@ -50,7 +50,7 @@ class RunData:
     activations: bool = False  # True: items are cached trunk activations (model.train_blocks)
     train_eval: Dataset | None = None  # the training set without augmentation (PCA, data init)
     skipped_images: list[tuple[Path, str]] = field(default_factory=list)
-    families: list[str] | None = None  # per test sample (glyphs: font family), for plots
+    families: list[str] | None = None  # a group per test sample (a font family), for plots
 
 
 def default_cache_dir(cfg: Config) -> Path:
@@ -109,7 +109,7 @@ def _contiguous(records: list[ImageRecord]) -> list[ImageRecord]:
 def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     if cfg.data.root is None:
         raise DaalmlError(f"data.root is required for data.dataset={cfg.data.dataset!r}")
-    splits = load_splits(cfg.data.dataset, cfg.data.root, train_classes=cfg.data.train_classes)
+    splits = load_layout(cfg.data.dataset, cfg.data.root, train_classes=cfg.data.train_classes)
     train_records, val_records = splits.train, []
     if cfg.train.val_classes:
         train_records, val_records = carve_validation(splits.train, cfg.train.val_classes)
@@ -243,60 +243,23 @@ def _to_activations(data: RunData, cfg: Config, backbone: Backbone, plain) -> No
     data.activations = True
 
 
-def _glyph_data(cfg: Config) -> RunData:
-    from daalml.data.glyphs import GlyphTensorDataset, load_glyphs
-
-    glyphs = load_glyphs(
-        seed=cfg.train.seed,
-        image_size=cfg.data.glyph_image_size,
-        samples_per_font=cfg.data.glyph_samples_per_font,
-        max_classes=cfg.data.glyph_max_classes,
-        font_files=cfg.data.font_files,
-        cache_dir=default_cache_dir(cfg) / "glyphs",
-        progress=True,
-    )
-    train, val = glyphs.train, None
-    if cfg.train.val_classes:
-        train, val = _carve_tensor_validation(train, cfg.train.val_classes)
+def _in_memory_data(built: BuiltDatasets) -> RunData:
     return RunData(
-        train=GlyphTensorDataset(train),
-        num_train_classes=int(train.labels.max()) + 1,
-        test=GlyphTensorDataset(glyphs.test),
-        val=GlyphTensorDataset(val) if val is not None else None,
-        train_eval=GlyphTensorDataset(train),
-        families=list(glyphs.test.families),
+        train=built.train,
+        num_train_classes=built.num_train_classes,
+        test=built.test,
+        val=built.val,
+        train_eval=built.train_eval,
+        families=built.families,
     )
-
-
-def _carve_tensor_validation(split, val_classes: int):
-    """Hold out the last ``val_classes`` classes of an in-memory split (relabelled)."""
-    from daalml.data.glyphs import GlyphSplit
-
-    num_classes = int(split.labels.max()) + 1
-    if num_classes - val_classes < 2:
-        raise DaalmlError(
-            f"train.val_classes={val_classes} leaves {num_classes - val_classes} training "
-            f"classes of {num_classes}; at least 2 must remain"
-        )
-    cut = num_classes - val_classes
-
-    def part(mask: torch.Tensor, offset: int) -> GlyphSplit:
-        index = mask.nonzero().squeeze(1).tolist()
-        return GlyphSplit(
-            images=split.images[mask],
-            labels=split.labels[mask] - offset,
-            fonts=[split.fonts[i] for i in index],
-            families=[split.families[i] for i in index],
-            class_names=split.class_names[offset : offset + (cut if offset == 0 else val_classes)],
-        )
-
-    return part(split.labels < cut, 0), part(split.labels >= cut, cut)
 
 
 def prepare_data(cfg: Config, backbone: Backbone) -> RunData:
-    """Build the run's datasets from ``cfg`` (images, features or glyph renderings)."""
-    if cfg.data.dataset == "glyphs":
-        return _glyph_data(cfg)
+    """Build the run's datasets from ``cfg``: image files (or their cached features), or a
+    registered in-memory build (the glyph renderings)."""
+    entry = dataset_entry(cfg.data.dataset)
+    if entry.build is not None:
+        return _in_memory_data(entry.build(cfg, default_cache_dir(cfg)))
     return _image_data(cfg, backbone)
 
 

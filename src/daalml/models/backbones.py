@@ -10,6 +10,7 @@ With ``pretrained=True`` the torchvision/timm weights are downloaded by those li
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import torch
@@ -97,7 +98,11 @@ class Backbone(nn.Module):
 
 
 class BackboneFactory(Protocol):
-    """Builds a backbone; must not download anything when ``pretrained`` is False."""
+    """Builds a backbone; must not download anything when ``pretrained`` is False.
+
+    A factory that also takes ``in_channels`` is given the dataset's image channels (1 for
+    greyscale renderings, 3 for photos); one that does not builds its own input layer.
+    """
 
     def __call__(self, *, pretrained: bool) -> Backbone: ...
 
@@ -152,10 +157,18 @@ def _timm(model_name: str, *, pretrained: bool) -> Backbone:
     )
 
 
+def _small_cnn(*, pretrained: bool, in_channels: int = 3) -> Backbone:
+    """The glyph demo's net, trained from scratch (``pretrained`` has nothing to load)."""
+    from daalml.models.small_cnn import SmallCNN  # it subclasses Backbone: imported late
+
+    return SmallCNN(in_channels=in_channels)
+
+
 _REGISTRY: dict[str, BackboneFactory] = {
     "vgg19": _vgg19,
     "resnet50": _resnet50,
     "efficientnet_lite0": _efficientnet_lite0,
+    "small_cnn": _small_cnn,
 }
 
 
@@ -173,12 +186,28 @@ def available_backbones() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def build_backbone(name: str, *, pretrained: bool = True, channels_last: bool = False) -> Backbone:
-    """Build the backbone called ``name`` (see :data:`BACKBONES` and ``timm:<name>``)."""
+def _takes_channels(factory: BackboneFactory) -> bool:
+    try:
+        return "in_channels" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
+
+
+def build_backbone(
+    name: str, *, pretrained: bool = True, channels_last: bool = False, in_channels: int = 3
+) -> Backbone:
+    """Build the backbone called ``name`` (see :func:`available_backbones` and ``timm:<name>``).
+
+    ``in_channels`` reaches the factories that take it (see :class:`BackboneFactory`).
+    """
     if name.startswith(TIMM_PREFIX):
         backbone = _timm(name[len(TIMM_PREFIX) :], pretrained=pretrained)
     elif name in _REGISTRY:
-        backbone = _REGISTRY[name](pretrained=pretrained)
+        factory = _REGISTRY[name]
+        if _takes_channels(factory):
+            backbone = factory(pretrained=pretrained, in_channels=in_channels)  # type: ignore[call-arg]
+        else:
+            backbone = factory(pretrained=pretrained)
     else:
         choices = ", ".join(available_backbones())
         raise DaalmlError(f"unknown backbone {name!r}: choose one of {choices} or timm:<name>")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daalml.models.backbones import Backbone, build_backbone, register_backbone
+from daalml.models.backbones import Backbone, build_backbone
 from daalml.models.embedder import EmbeddingModel, freeze_batchnorm, freeze_module
 from daalml.models.heads import build_head
 from daalml.models.stages import split_backbone
@@ -13,20 +13,17 @@ if TYPE_CHECKING:  # models know no config at run time: they read its attributes
     from daalml.config import Config
 
 
-def _register_small_cnn(in_channels: int) -> None:
-    """small_cnn trains from scratch: grey glyphs have one channel, photos three."""
-    from daalml.models.small_cnn import SmallCNN
-
-    register_backbone(
-        "small_cnn", lambda *, pretrained: SmallCNN(in_channels=in_channels), replace=True
-    )
-
-
 def build_model(cfg: Config) -> EmbeddingModel:
-    """Backbone + head as the config says (nothing is trained or fitted yet)."""
-    _register_small_cnn(1 if cfg.data.dataset == "glyphs" else 3)
+    """Backbone + head as the config says (nothing is trained or fitted yet).
+
+    The backbone's input takes the dataset's image channels (``cfg.data.channels``, from the
+    dataset registry), for the backbones whose factory accepts them.
+    """
     backbone: Backbone = build_backbone(
-        cfg.model.backbone, pretrained=cfg.model.pretrained, channels_last=cfg.model.channels_last
+        cfg.model.backbone,
+        pretrained=cfg.model.pretrained,
+        channels_last=cfg.model.channels_last,
+        in_channels=cfg.data.channels,
     )
     head = build_head(
         cfg.model.head,

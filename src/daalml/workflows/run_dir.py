@@ -16,9 +16,6 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from daalml.config import Config, config_from_dict
-from daalml.data.dataset import ImageDataset
-from daalml.data.glyphs import GlyphTensorDataset
-from daalml.data.images import load_rgb
 from daalml.engine.data import RunData, dataset_labels, prepare_data
 from daalml.engine.module import EmbeddingModule
 from daalml.errors import DaalmlError
@@ -61,36 +58,19 @@ def _base(dataset: Dataset) -> tuple[Dataset, list[int] | None]:
 
 
 def images_of(dataset: Dataset) -> ImageSource | None:
-    """``i -> (H, W, 3) uint8`` image of item i, for image-file and glyph datasets, else None."""
+    """``i -> (H, W, 3) uint8`` image of item i, when the dataset has pictures, else None."""
     base, indices = _base(dataset)
-
-    def where(i: int) -> int:
-        return i if indices is None else indices[i]
-
-    if isinstance(base, ImageDataset):
-        records = base.records
-        return lambda i: np.asarray(load_rgb(records[where(i)].path))
-    if isinstance(base, GlyphTensorDataset):
-        images = base.split.images
-
-        def glyph(i: int) -> np.ndarray:
-            grey = (images[where(i)].clamp(0, 1) * 255).round().to(torch.uint8)
-            array = grey.permute(1, 2, 0).numpy()
-            return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
-
-        return glyph
-    return None
+    picture = getattr(base, "picture", None)
+    if picture is None:
+        return None
+    return picture if indices is None else lambda i: picture(indices[i])
 
 
 def class_names_of(dataset: Dataset) -> list[str] | None:
     """The class name of each label value, when the dataset knows them."""
     base, _ = _base(dataset)
-    if isinstance(base, ImageDataset):
-        names = {r.label: r.class_name for r in base.records}
-        return [names.get(label, str(label)) for label in range(max(names) + 1)]
-    if isinstance(base, GlyphTensorDataset):
-        return list(base.split.class_names)
-    return None
+    names = getattr(base, "class_names", None)
+    return list(names) if names is not None else None
 
 
 @dataclass
