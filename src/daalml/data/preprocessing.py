@@ -45,6 +45,17 @@ class Preprocessing:
         steps += [T.ToTensor(), T.Normalize(list(self.mean), list(self.std))]
         return T.Compose(steps)
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Preprocessing:
+        """The description :meth:`to_dict` wrote (in a checkpoint or an export's metadata)."""
+        return cls(
+            int(saved["image_size"]),
+            None if saved["resize"] is None else int(saved["resize"]),
+            tuple(float(v) for v in saved["mean"]),
+            tuple(float(v) for v in saved["std"]),
+            str(saved.get("mode", "RGB")),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able description, input layout included."""
         return {

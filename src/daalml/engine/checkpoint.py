@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from daalml.config import Config, apply_overrides, config_from_dict
+from daalml.data.preprocessing import Preprocessing
 from daalml.engine.module import PROGRESS_KEY, EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
 from daalml.losses.registry import build_loss
@@ -25,6 +26,7 @@ from daalml.models.build import build_model
 
 CHECKPOINT_FORMAT = 1
 META_KEY = "daalml"
+PREPROCESSING_KEY = "preprocessing"  # in META_KEY: the model's input (Preprocessing.to_dict)
 _TMP_MARK = ".tmp-"
 
 
@@ -333,4 +335,7 @@ def load_module(
             f"checkpoint {checkpoint_path}: weights do not fit the model its config describes "
             f"({', '.join(bad[:5])}{'...' if len(bad) > 5 else ''})"
         )
+    saved = meta.get(PREPROCESSING_KEY)
+    if isinstance(saved, dict) and not overrides:  # older checkpoints: rebuilt from the config
+        module.input_preprocessing = Preprocessing.from_dict(saved)
     return module, cfg

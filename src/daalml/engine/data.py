@@ -24,12 +24,14 @@ from daalml.data.activations import CachedActivations, cached_activations, weigh
 from daalml.data.cache import cached_features
 from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
+from daalml.data.preprocessing import preprocessing_for
 from daalml.data.records import ImageRecord
 from daalml.data.registry import BuiltDatasets, dataset_entry, load_layout
 from daalml.data.sampling import MPerClassBatchSampler
 from daalml.data.seeding import mix_seed, seed_host
 from daalml.data.splits import carve_validation
-from daalml.data.transforms import describe_transform, eval_transform, train_transform
+from daalml.data.transforms import describe_transform, train_transform
+from daalml.engine.devices import device_for
 from daalml.errors import DaalmlError
 from daalml.metrics import count_unmatchable_queries
 from daalml.models.backbones import Backbone
@@ -118,7 +120,7 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     val_records = _check(val_records, cfg, skipped) if val_records else []
     mean, std = backbone.mean, backbone.std
     aug = train_transform(cfg.data.image_size, mean=mean, std=std)
-    plain = eval_transform(cfg.data.image_size, cfg.data.resize, mean=mean, std=std)
+    plain = preprocessing_for(cfg, backbone).transform()  # what retrieval and export use too
 
     def images(records: list[ImageRecord], transform) -> ImageDataset | None:
         return ImageDataset(records, transform) if records else None
@@ -144,12 +146,6 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     return data
 
 
-def _feature_device(cfg: Config) -> torch.device:
-    """Extract features on the GPU when the run may use one."""
-    wants_gpu = cfg.train.accelerator in ("gpu", "auto") and torch.cuda.is_available()
-    return torch.device("cuda" if wants_gpu else "cpu")
-
-
 def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> None:
     """Replace every image dataset by the backbone's features of it (computed once, cached)."""
     cache_dir = default_cache_dir(cfg) / "features"
@@ -172,7 +168,7 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
             key=key,
             batch_size=cfg.train.eval_batch_size,
             num_workers=cfg.data.num_workers,
-            device=_feature_device(cfg),
+            device=device_for(cfg.train.accelerator),
         )
         return LabelledTensors(feats, labels)
 
@@ -215,7 +211,7 @@ def activation_cache(
         dtype=cfg.train.cache_dtype,
         batch_size=cfg.train.eval_batch_size,
         num_workers=cfg.data.num_workers,
-        device=_feature_device(cfg),
+        device=device_for(cfg.train.accelerator),
     )
 
 

@@ -1,4 +1,4 @@
-"""The one embedding loop, its DDP-sharded form, the device a run computes on, test metrics."""
+"""The one embedding loop (datasets, image files), its DDP-sharded form, and test metrics."""
 
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ from daalml.config import Config
 from daalml.data.images import load_rgb
 from daalml.data.preprocessing import Preprocessing, preprocessing_for
 from daalml.engine.data import RunData
-from daalml.engine.distributed import (
-    gather_tensor,
-    is_distributed,
-    launched_local_rank,
-    shard,
-    world,
-)
+from daalml.engine.devices import device_for
+from daalml.engine.distributed import gather_tensor, is_distributed, shard, world
 from daalml.engine.module import EmbeddingModule
 from daalml.errors import DaalmlError
 from daalml.metrics import query_gallery_metrics, retrieval_metrics
@@ -31,12 +26,34 @@ ImageInput = str | Path | Image.Image
 
 @torch.no_grad()
 def embed(
-    fn, dataset: Dataset, *, batch_size: int, device: torch.device, num_workers: int = 0
+    fn,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply ``fn`` to every input of ``dataset`` in order: (embeddings, labels) on the CPU."""
+    """Apply ``fn`` to every input of ``dataset`` in order: (embeddings, labels) on the CPU.
+
+    The one embedding loop: training's evaluations, image files, pictures of a run all use it.
+    ``progress`` shows a bar on stderr (stdout stays for results).
+    """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    batches: Any = loader
+    if progress:
+        from rich.console import Console
+        from rich.progress import track
+
+        batches = track(
+            loader,
+            total=len(loader),
+            description="Embedding",
+            transient=True,
+            console=Console(stderr=True),
+        )
     outputs, labels = [], []
-    for inputs, batch_labels in loader:
+    for inputs, batch_labels in batches:
         outputs.append(fn(inputs.to(device)).float().cpu())
         labels.append(torch.as_tensor(batch_labels).long())
     return torch.cat(outputs), torch.cat(labels)
@@ -76,17 +93,9 @@ def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, 
     return query_gallery_metrics(q, ql, g, gl, ks=cfg.eval.ks, seed=cfg.train.seed)
 
 
-def run_device(cfg: Config) -> torch.device:
-    wants_gpu = cfg.train.accelerator in ("gpu", "auto") and torch.cuda.is_available()
-    if not wants_gpu:
-        return torch.device("cpu")
-    # before DDP starts, each process of a node works on its own GPU
-    return torch.device("cuda", launched_local_rank() % torch.cuda.device_count())
-
-
 def pretrained_metrics(model: EmbeddingModel, data: RunData, cfg: Config) -> dict[str, float]:
     """The backbone's own features before any training (MLRC's `pretrained` row)."""
-    device = run_device(cfg)
+    device = device_for(cfg.train.accelerator)
     if data.features:
         return _metrics(lambda x: x, data, cfg, device)
     backbone = model.backbone
@@ -100,18 +109,22 @@ def pretrained_metrics(model: EmbeddingModel, data: RunData, cfg: Config) -> dic
 
 def model_metrics(module: EmbeddingModule, data: RunData, cfg: Config) -> dict[str, float]:
     """Test metrics of the trained embedding model."""
-    device = run_device(cfg)
+    device = device_for(cfg.train.accelerator)
     module.to(device).eval()
     return _metrics(module, data, cfg, device)
 
 
 # ---------------------------------------------------------------------------- image files
 def preprocessing(module: EmbeddingModule) -> Preprocessing:
-    """The preprocessing of a module rebuilt with ``daalml.engine.run.load_module``."""
+    """The input a module rebuilt by :func:`daalml.engine.checkpoint.load_module` wants.
+
+    The description its checkpoint saved, else (older checkpoints) the one its config gives.
+    """
     backbone = module.model.backbone
     if backbone is None:
         raise DaalmlError("this module has no backbone (cached-feature head only): cannot embed")
-    return preprocessing_for(module.cfg, backbone)
+    saved = getattr(module, "input_preprocessing", None)
+    return saved if isinstance(saved, Preprocessing) else preprocessing_for(module.cfg, backbone)
 
 
 class _Images(Dataset[tuple[torch.Tensor, int]]):
@@ -129,11 +142,10 @@ class _Images(Dataset[tuple[torch.Tensor, int]]):
 
 
 def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when available, else the CPU (:func:`daalml.engine.devices.device_for`)."""
+    return device_for("auto")
 
 
-@torch.no_grad()
 def embed_images(
     module: EmbeddingModule,
     images: Sequence[ImageInput],
@@ -158,25 +170,9 @@ def embed_images(
     features = module.features
     module.features = False  # images, even for a head trained on cached features
     module.to(target).eval()
-    loader = DataLoader(
-        _Images(images, preprocessing(module).transform()),
-        batch_size=batch_size,
-        num_workers=num_workers,
-    )
-    batches: Any = loader
-    if progress:
-        from rich.console import Console
-        from rich.progress import track
-
-        batches = track(
-            loader,
-            total=len(loader),
-            description="Embedding",
-            transient=True,
-            console=Console(stderr=True),  # stdout stays for results
-        )
+    images_set = _Images(images, preprocessing(module).transform())
+    kwargs = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
     try:
-        out = [module(inputs.to(target)).float().cpu() for inputs, _ in batches]
+        return embed(module, images_set, device=target, **kwargs)[0]
     finally:
         module.features = features
-    return torch.cat(out)

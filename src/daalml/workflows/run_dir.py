@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Subset
 
 from daalml.config import Config, config_from_dict
 from daalml.engine.data import RunData, dataset_labels, prepare_data
+from daalml.engine.devices import device_for
 from daalml.engine.module import EmbeddingModule
 from daalml.errors import DaalmlError
 
@@ -165,6 +166,5 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -
         raw["train"]["cache_features"] = False
         image_data = prepare_data(config_from_dict(raw, source=str(checkpoint)), backbone)
     if device is None:
-        wants_gpu = cfg.train.accelerator != "cpu" and torch.cuda.is_available()
-        device = "cuda" if wants_gpu else "cpu"
+        device = device_for(cfg.train.accelerator)
     return Run(directory, checkpoint, module, cfg, data, image_data, torch.device(device))

@@ -17,8 +17,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from daalml.config import Config, save_config
+from daalml.data.preprocessing import preprocessing_for
 from daalml.engine.checkpoint import (
     META_KEY,
+    PREPROCESSING_KEY,
     AtomicCheckpointIO,
     SaveOnInterrupt,
     StampCheckpoint,
@@ -30,8 +32,9 @@ from daalml.engine.checkpoint import (
 )
 from daalml.engine.data import RunData, prepare_data, retrieval_exclusions
 from daalml.engine.datamodule import RunDataModule
+from daalml.engine.devices import device_for
 from daalml.engine.distributed import launched_as_rank_zero, strategy
-from daalml.engine.inference import embed, model_metrics, pretrained_metrics, run_device
+from daalml.engine.inference import embed, model_metrics, pretrained_metrics
 from daalml.engine.loggers import ProgressBar, run_loggers, trim_log
 from daalml.engine.module import VAL_METRICS_KEY, EmbeddingModule, NonFiniteLossError
 from daalml.engine.run_record import package_version, record_run, write_json
@@ -51,7 +54,7 @@ def _initialise(model: EmbeddingModel, loss: MetricLoss, data: RunData, cfg: Con
     needs_pca = isinstance(head, PCAHead) and not head.pca_fitted
     if not (needs_pca or loss.needs_data_init):
         return
-    device = run_device(cfg)
+    device = device_for(cfg.train.accelerator)
     dataset = data.train_eval if data.train_eval is not None else data.train
     kwargs = {"batch_size": cfg.train.eval_batch_size, "device": device}
     if data.features:
@@ -108,6 +111,7 @@ def train(
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     model = build_model(cfg)
+    prep = preprocessing_for(cfg, model.backbone)  # saved with the checkpoints
     data = prepare_data(cfg, model.backbone)
     excluded = retrieval_exclusions(data, cfg)
     _check_processes(data, cfg)
@@ -160,6 +164,7 @@ def train(
             "num_train_classes": data.num_train_classes,
             "features": data.features,
             "pretrained": pretrained,
+            PREPROCESSING_KEY: prep.to_dict(),
         }
     )
     interrupt = SaveOnInterrupt(last)

@@ -16,7 +16,7 @@ from PIL import Image
 from daalml.workflows.run_dir import Run, load_run
 from daalml.workflows.visualize import retrieval_rows
 from tests.cli import invoke_fails, invoke_ok
-from tests.viz.conftest import PALETTE, PER_CLASS, train_run
+from tests.workflows.conftest import PALETTE, PER_CLASS, train_run
 
 TEST_CLASSES = len(PALETTE) // 2
 

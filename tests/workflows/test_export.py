@@ -17,7 +17,7 @@ from daalml.engine.checkpoint import load_module
 from daalml.errors import DaalmlError
 from daalml.export import export_model, read_metadata
 from daalml.retrieval import list_images, preprocessing
-from tests.viz.conftest import train_run
+from tests.workflows.conftest import train_run
 
 runner = CliRunner()
 TOLERANCE = 1e-4

@@ -22,7 +22,7 @@ from daalml.retrieval import (
     preprocessing,
 )
 from tests.cli import invoke_fails, invoke_ok
-from tests.viz.conftest import PALETTE, PER_CLASS, colour_image
+from tests.workflows.conftest import PALETTE, PER_CLASS, colour_image
 
 
 @pytest.fixture(scope="module")
