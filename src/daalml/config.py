@@ -4,6 +4,9 @@ Layers are merged in order defaults <- ``base`` <- YAML file <- overrides. Every
 nested (``train: {lr: 0.001}``), flat with dotted keys (``train.lr: 0.001``) or mixed; mapping
 values merge key by key, anything else replaces. Loss keys other than ``name``, ``lr_multiplier``
 and ``params`` are the loss's own hyperparameters and are routed into ``loss.params``.
+
+One cohesive thing over 400 lines: the config's schema, its parsing and its validation, which
+name every key and must change together.
 """
 
 from __future__ import annotations

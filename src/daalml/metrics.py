@@ -59,7 +59,9 @@ a barrier; on the shared, loaded 2-core Xeon one thread seeded faster than two."
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
-KnnFunc = Callable[[torch.Tensor, torch.Tensor, int, bool], tuple[ArrayLike, ArrayLike]]
+KnnFunc = Callable[
+    [torch.Tensor, torch.Tensor, int, bool], tuple[ArrayLike, ArrayLike]
+]
 """A pluggable neighbour search: ``knn(query, gallery, k, exclude_self) -> (scores, indices)``.
 
 It receives float32 L2-normalised ``query`` (n_q, d) and ``gallery`` (n_g, d) tensors on the

@@ -27,14 +27,14 @@ from daalml.engine.checkpoint import (
     remove_stale_temporaries,
     resume_point,
 )
-from daalml.engine.data import SeededBatches, SeededItems
+from daalml.engine.loaders import SeededBatches, SeededItems
 from daalml.engine.module import EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
 from daalml.losses.daal import DAALLoss
 from daalml.losses.registry import MetricLoss
 from daalml.metrics import retrieval_metrics
 from tests.data.builders import make_cub, write_image
-from tests.engine.test_train import _config
+from tests.workflows.test_train import _config
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,6 +13,8 @@ cached on disk so a second call starts at once.
 With matplotlib's 22 usable fonts and the defaults: 210 candidates, 35 look-alikes dropped,
 175 classes (88 train, 87 test), ~6300 images of 32x32, 28-44 per class; rendering takes a
 few seconds. Within a split, samples are ordered by class, then font.
+
+One cohesive thing over 400 lines: the renderer of one dataset (fonts, look-alikes, cache).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from daalml.config import Config
-from daalml.engine.data import RunData, eval_loader, train_loader
+from daalml.engine.data import RunData
 from daalml.engine.distributed import shard
+from daalml.engine.loaders import eval_loader, train_loader
 
 
 class RunDataModule(L.LightningDataModule):

@@ -14,8 +14,9 @@ import torch
 
 from daalml.config import config_from_dict
 from daalml.engine.checkpoint import load_checkpoint, load_module
-from daalml.engine.data import prepare_data, train_loader
+from daalml.engine.data import prepare_data
 from daalml.engine.inference import embed
+from daalml.engine.loaders import train_loader
 from daalml.errors import DaalmlError
 from daalml.models.build import build_model
 from daalml.models.stages import split_backbone

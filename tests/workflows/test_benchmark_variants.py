@@ -23,7 +23,7 @@ from daalml.workflows.benchmark import (
     summarise,
 )
 from tests.cli import invoke_fails, invoke_ok
-from tests.engine.test_train import _config
+from tests.workflows.test_train import _config
 
 VARIANT = "daal@kappa=1.0@delta_max=0.5"
 

@@ -22,7 +22,7 @@ from daalml.workflows.benchmark import (
     run_benchmark,
     summarise,
 )
-from tests.engine.test_train import _config
+from tests.workflows.test_train import _config
 
 runner = CliRunner()
 
