@@ -215,6 +215,16 @@ class MetricLoss(nn.Module):
         return f"name={self.name!r}"
 
 
+def register_loss(name: str, recipe: Recipe, *, replace: bool = False) -> None:
+    """Make ``loss.name: name`` (and ``build_loss(name, ...)``) build ``recipe``."""
+    if not name or name != name.strip() or "@" in name:
+        raise DaalmlError(f"loss name {name!r} is invalid (empty, padded or holding '@')")
+    if name in _RECIPES and not replace:
+        raise DaalmlError(f"loss {name!r} is already registered (pass replace=True)")
+    _RECIPES[name] = recipe
+    RECIPE_NOTES[name] = recipe.note
+
+
 def loss_names() -> list[str]:
     """All registry names: ``daal``, its ablation presets, then the PML baselines."""
     return list(_RECIPES)
