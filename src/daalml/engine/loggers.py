@@ -20,15 +20,23 @@ class ProgressBar(TQDMProgressBar):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        for name in ("_val_progress_bar", "_train_progress_bar"):
-            bar = getattr(self, name, None)
-            if bar is not None and not bar.disable:
+        for name in ("val_progress_bar", "train_progress_bar"):  # public properties
+            try:
+                bar = getattr(self, name)
+            except TypeError:  # Lightning's way of saying this bar was never created
+                continue
+            if not bar.disable:
                 bar.close()
         sys.stdout.flush()
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Appends to an existing metrics.csv (Lightning deletes it): a resumed run keeps its log."""
+    """Appends to an existing metrics.csv (Lightning deletes it): a resumed run keeps its log.
+
+    Lightning has no public switch for this: its writer deletes the file in the private
+    ``_check_log_dir_exists``, which this overrides (and :class:`_CSVLogger` builds the writer).
+    A Logger of our own would have to copy CSVLogger's row and header handling instead.
+    """
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
