@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from daalml.data.layouts import _LOADERS
 from daalml.data.records import DatasetSplits, require_root
-from daalml.errors import DaalmlError
+from daalml.errors import DaalmlError, check_registration
 
 if TYPE_CHECKING:
     from daalml.data.preprocessing import Preprocessing
@@ -81,16 +81,13 @@ def register_dataset(
     replace: bool = False,
 ) -> None:
     """Make ``data.dataset: name`` load with ``layout`` (image files) or ``build`` (in memory)."""
-    if not name or name != name.strip():
-        raise DaalmlError(f"dataset name {name!r} is invalid (empty or padded)")
     if (layout is None) == (build is None):
         raise DaalmlError(f"dataset {name!r}: give a layout or a build, one of the two")
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise DaalmlError(
             f"dataset {name!r}: channels must be a positive integer, got {channels!r}"
         )
-    if name in _REGISTRY and not replace:
-        raise DaalmlError(f"dataset {name!r} is already registered (pass replace=True)")
+    check_registration("dataset", name, _REGISTRY, replace=replace)
     _REGISTRY[name] = DatasetEntry(name, layout, build, channels, preprocessing)
 
 

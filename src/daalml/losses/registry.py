@@ -32,7 +32,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from torch import nn
 
-from daalml.errors import DaalmlError
+from daalml.errors import DaalmlError, check_registration
 from daalml.losses.daal import DAALLoss
 
 MINER_PREFIX = "miner_"
@@ -217,10 +217,8 @@ class MetricLoss(nn.Module):
 
 def register_loss(name: str, recipe: Recipe, *, replace: bool = False) -> None:
     """Make ``loss.name: name`` (and ``build_loss(name, ...)``) build ``recipe``."""
-    if not name or name != name.strip() or "@" in name:
-        raise DaalmlError(f"loss name {name!r} is invalid (empty, padded or holding '@')")
-    if name in _RECIPES and not replace:
-        raise DaalmlError(f"loss {name!r} is already registered (pass replace=True)")
+    rule = "empty, padded or holding '@'"
+    check_registration("loss", name, _RECIPES, replace=replace, valid="@" not in name, rule=rule)
     _RECIPES[name] = recipe
     RECIPE_NOTES[name] = recipe.note
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from daalml.errors import DaalmlError
+from daalml.errors import DaalmlError, check_registration
 from daalml.models.lite0 import LITE0_MEAN, LITE0_STD, build_lite0
 
 MeanStd = tuple[float, float, float]
@@ -42,6 +42,12 @@ def _per_channel(
             f"backbone {name}: {what} has {len(values)} values for {channels} channels"
         )
     return tuple(float(v) for v in values)
+
+
+def set_memory_format(body: nn.Module, channels_last: bool) -> bool:
+    """Channels-last weights (faster convolutions on CPU) or contiguous ones; returns the flag."""
+    body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return bool(channels_last)
 
 
 class Backbone(nn.Module):
@@ -77,9 +83,7 @@ class Backbone(nn.Module):
 
     def set_channels_last(self, enabled: bool = True) -> Backbone:
         """Switch the weights (and later inputs) to channels-last or back; returns ``self``."""
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        self.body.to(memory_format=fmt)
-        self.channels_last = bool(enabled)
+        self.channels_last = set_memory_format(self.body, enabled)
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -174,10 +178,9 @@ _REGISTRY: dict[str, BackboneFactory] = {
 
 def register_backbone(name: str, factory: BackboneFactory, *, replace: bool = False) -> None:
     """Make ``build_backbone(name)`` call ``factory(pretrained=...)``."""
-    if not name or name != name.strip() or name.startswith(TIMM_PREFIX):
-        raise DaalmlError(f"backbone name {name!r} is invalid (empty, padded or 'timm:' prefixed)")
-    if name in _REGISTRY and not replace:
-        raise DaalmlError(f"backbone {name!r} is already registered (pass replace=True)")
+    rule = "empty, padded or 'timm:' prefixed"
+    valid = not name.startswith(TIMM_PREFIX)
+    check_registration("backbone", name, _REGISTRY, replace=replace, valid=valid, rule=rule)
     _REGISTRY[name] = factory
 
 

@@ -15,7 +15,7 @@ import torch
 from sklearn.decomposition import PCA
 from torch import nn
 
-from daalml.errors import DaalmlError
+from daalml.errors import DaalmlError, check_registration
 
 HEADS: tuple[str, ...] = ("paper", "linear", "pca")
 
@@ -64,10 +64,7 @@ _REGISTRY: dict[str, HeadFactory] = {"paper": _paper, "linear": _linear, "pca": 
 
 def register_head(name: str, factory: HeadFactory, *, replace: bool = False) -> None:
     """Make ``build_head(name, ...)`` (and ``model.head: name`` in a config) use ``factory``."""
-    if not name or name != name.strip():
-        raise DaalmlError(f"head name {name!r} is invalid (empty or padded)")
-    if name in _REGISTRY and not replace:
-        raise DaalmlError(f"head {name!r} is already registered (pass replace=True)")
+    check_registration("head", name, _REGISTRY, replace=replace)
     _REGISTRY[name] = factory
 
 
