@@ -62,8 +62,8 @@ def measure(args: argparse.Namespace, precision: str, channels_last: bool) -> di
     """Median images/s of the pipeline and of the backbone alone, for one setting."""
     from daalml.config import config_from_dict
     from daalml.engine.module import EmbeddingModule
-    from daalml.engine.run import build_model
     from daalml.losses.registry import build_loss
+    from daalml.models.build import build_model
 
     device = torch.device(args.device)
     cfg = config_from_dict(

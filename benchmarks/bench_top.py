@@ -36,10 +36,11 @@ def _setting(cfg: Any, epochs: int, max_steps: int | None, train_only: bool) -> 
 
     import lightning as L
 
-    from daalml.engine.data import activation_cache, prepare_data, train_loader
+    from daalml.engine.data import activation_cache, prepare_data
+    from daalml.engine.loaders import train_loader
     from daalml.engine.module import EmbeddingModule
-    from daalml.engine.run import build_model
     from daalml.losses.registry import build_loss
+    from daalml.models.build import build_model
     from daalml.models.stages import split_backbone
 
     L.seed_everything(cfg.train.seed, verbose=False)

@@ -133,10 +133,11 @@ def _median_ms(step: Any, repeats: int) -> float:
 # ---------------------------------------------------------------------------- images
 def measure_images(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline, backbone-alone, loader-alone and loss-alone throughput (in this process)."""
-    from daalml.engine.data import prepare_data, train_loader
+    from daalml.engine.data import prepare_data
+    from daalml.engine.loaders import train_loader
     from daalml.engine.module import EmbeddingModule
-    from daalml.engine.run import build_model
     from daalml.losses.registry import build_loss
+    from daalml.models.build import build_model
 
     _quiet()
     warmup = 2
@@ -230,7 +231,8 @@ def measure_images(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- features
 def measure_features(args: argparse.Namespace) -> dict[str, Any]:
     """Cached-feature epochs (linear head + DAAL) under a Lightning Trainer, in this process."""
-    from daalml.engine.data import LabelledTensors, RunData, train_loader
+    from daalml.engine.data import LabelledTensors, RunData
+    from daalml.engine.loaders import train_loader
     from daalml.engine.module import EmbeddingModule
     from daalml.losses.registry import build_loss
     from daalml.models.embedder import EmbeddingModel

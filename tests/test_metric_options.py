@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-from daalml.cli import metrics_table
+from daalml.cli.shell import metrics_table
 from daalml.errors import DaalmlError
 from daalml.metrics import knn, query_gallery_metrics, retrieval_metrics
 

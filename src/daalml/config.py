@@ -4,6 +4,9 @@ Layers are merged in order defaults <- ``base`` <- YAML file <- overrides. Every
 nested (``train: {lr: 0.001}``), flat with dotted keys (``train.lr: 0.001``) or mixed; mapping
 values merge key by key, anything else replaces. Loss keys other than ``name``, ``lr_multiplier``
 and ``params`` are the loss's own hyperparameters and are routed into ``loss.params``.
+
+One cohesive thing over 400 lines: the config's schema, its parsing and its validation, which
+name every key and must change together.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "save_config",
 ]
 
+# the built-in names; a config may name any registered one (validation asks the registries)
 DATASETS = ("cub200", "cars196", "sop", "inshop", "folder", "csv", "glyphs")
 BACKBONES = ("vgg19", "resnet50", "efficientnet_lite0", "small_cnn")  # or "timm:<name>"
 HEADS = ("paper", "linear", "pca")
@@ -66,6 +70,13 @@ class DataConfig:
     glyph_max_classes: int | None = None  # glyphs only: keep the first N characters (quick runs)
     font_files: list[str] = field(default_factory=list)
     cached_views: int = 4  # augmented views per training image in the activation cache
+
+    @property
+    def channels(self) -> int:
+        """Image channels of the dataset (its registry entry says): 1 for glyphs, else 3."""
+        from daalml.data.registry import dataset_entry
+
+        return dataset_entry(self.dataset).channels
 
 
 @dataclass
@@ -390,8 +401,14 @@ def _choice(source: str, key: str, value: str, choices: Sequence[str], extra: st
 
 
 def _validate(cfg: Config, source: str) -> None:
+    # names are checked against the registries, so a dataset, backbone or head a user
+    # registered can be named in a config
+    from daalml.data.registry import available_datasets
+    from daalml.models.backbones import available_backbones
+    from daalml.models.heads import available_heads
+
     d, m, lo, t, e = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.eval
-    _choice(source, "data.dataset", d.dataset, DATASETS)
+    _choice(source, "data.dataset", d.dataset, available_datasets())
     _at_least(source, "data.train_classes", d.train_classes, 1)
     _at_least(source, "data.image_size", d.image_size, 1)
     _at_least(source, "data.resize", d.resize, 1)
@@ -409,8 +426,8 @@ def _validate(cfg: Config, source: str) -> None:
     if m.backbone.startswith("timm:"):
         _need(len(m.backbone) > 5, source, "model.backbone: 'timm:' needs a model name after it")
     else:
-        _choice(source, "model.backbone", m.backbone, BACKBONES, " or timm:<name>")
-    _choice(source, "model.head", m.head, HEADS)
+        _choice(source, "model.backbone", m.backbone, available_backbones(), " or timm:<name>")
+    _choice(source, "model.head", m.head, available_heads())
     _at_least(source, "model.train_blocks", m.train_blocks, -1)
     _need(
         not (m.train_blocks and m.freeze_backbone),

@@ -73,7 +73,7 @@ def test_views_are_seeded_distinct_and_match_the_trunk(images, tmp_path: Path) -
     cache = _cache(trunk, images, tmp_path, dtype="float32")
     views = np.asarray(cache.array)
     assert not np.array_equal(views[0, 0], views[0, 1])  # crops differ between views
-    from daalml.engine.module import mix_seed, seed_host
+    from daalml.data.seeding import mix_seed, seed_host
 
     seed_host(mix_seed(act.VIEW_SEED, 4, 2))  # view 2 of image 4, recomputed by hand
     with torch.no_grad():

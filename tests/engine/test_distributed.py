@@ -154,7 +154,7 @@ def _rank_eval_gather(rank: int) -> dict[str, Any]:
 
 def _rank_embed_sharded(rank: int) -> dict[str, Any]:
     """The test-set embedding after training: each rank embeds its share, all get everything."""
-    from daalml.engine.run import embed_sharded
+    from daalml.engine.inference import embed_sharded
 
     rows = torch.arange(21, dtype=torch.float32).reshape(7, 3)
     dataset = TensorDataset(rows, torch.arange(7) % 3)
@@ -323,7 +323,7 @@ def test_local_rank_from_launcher_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_validation_smaller_than_the_process_count_is_refused() -> None:
     from daalml.config import config_from_dict
     from daalml.engine.data import LabelledTensors, RunData
-    from daalml.engine.run import _check_processes
+    from daalml.workflows.train import _check_processes
 
     one = LabelledTensors(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
     data = RunData(train=one, num_train_classes=1, test=one, val=one)

@@ -27,14 +27,14 @@ from daalml.engine.checkpoint import (
     remove_stale_temporaries,
     resume_point,
 )
-from daalml.engine.data import SeededBatches, SeededItems
+from daalml.engine.loaders import SeededBatches, SeededItems
 from daalml.engine.module import EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
 from daalml.losses.daal import DAALLoss
 from daalml.losses.registry import MetricLoss
 from daalml.metrics import retrieval_metrics
 from tests.data.builders import make_cub, write_image
-from tests.engine.test_train import _config
+from tests.workflows.test_train import _config
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -432,8 +432,8 @@ def test_ctrl_c_at_an_epochs_last_step_saves_after_the_epoch_end(
 
 def test_non_finite_validation_embeddings_name_the_cause() -> None:
     from daalml.config import config_from_dict
-    from daalml.engine.run import build_model
     from daalml.losses.registry import build_loss
+    from daalml.models.build import build_model
 
     model = {"backbone": "small_cnn", "pretrained": False, "embedding_size": 4, "head": "linear"}
     cfg = config_from_dict({"model": model, "train": {"lr": 0.5}})

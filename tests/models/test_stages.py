@@ -7,16 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from daalml.config import config_from_dict
-from daalml.engine.run import _register_small_cnn, build_model
 from daalml.errors import DaalmlError
 from daalml.models.backbones import build_backbone
+from daalml.models.build import build_model
 from daalml.models.stages import num_stages, split_backbone
 
 TINY = ("small_cnn", "timm:test_efficientnet", "timm:test_resnet")
 
 
 def _backbone(name: str):
-    _register_small_cnn(3)
     torch.manual_seed(0)
     return build_backbone(name, pretrained=False).eval()
 

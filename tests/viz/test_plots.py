@@ -25,7 +25,7 @@ from daalml.viz.plots import (
     segments_view,
     training_curves,
 )
-from daalml.viz.run import class_names_of, images_of
+from daalml.workflows.run_dir import class_names_of, images_of
 
 
 def _blobs(n_classes: int, per_class: int = 5, dim: int = 8, seed: int = 0):
@@ -162,7 +162,7 @@ def test_glyph_datasets_give_images_and_names() -> None:
 def test_margins_view_draws_never_seen_classes_apart() -> None:
     """Seen classes are the points and the blue bars; never-seen ones grey, counted apart."""
     from daalml.losses.daal import DAALLoss
-    from daalml.viz.figures import margins_figure
+    from daalml.workflows.visualize import margins_figure
 
     loss = DAALLoss(6, 4, kappa=1.0, delta=0.1, delta_max=0.5)
     loss.sigma_perp.copy_(torch.tensor([0.1, 0.2, 0.4, 0.8, 0.0, 0.0]))

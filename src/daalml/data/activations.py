@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from daalml.data.seeding import mix_seed, seed_host
 from daalml.errors import DaalmlError
 
 ACTIVATIONS_FORMAT = 1
@@ -109,8 +110,6 @@ class _Views(Dataset):
         return len(self.dataset) * self.views  # type: ignore[arg-type]
 
     def __getitem__(self, item: int) -> Any:
-        from daalml.engine.module import mix_seed, seed_host
-
         index, view = divmod(item, self.views)
         seed_host(mix_seed(VIEW_SEED, index, view))
         return self.dataset[index]

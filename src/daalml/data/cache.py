@@ -18,7 +18,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -26,7 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 from daalml.errors import DaalmlError
-from daalml.models.backbones import Backbone
+
+if TYPE_CHECKING:  # data/ does not import models/ at run time: any backbone-like module will do
+    from daalml.models.backbones import Backbone
 
 CACHE_FORMAT = 1
 

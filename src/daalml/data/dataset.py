@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -39,3 +40,13 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def num_classes(self) -> int:
         """Number of distinct labels."""
         return int(self._labels.unique().numel())
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class name of each label value (the label itself where no record names it)."""
+        names = {r.label: r.class_name for r in self.records}
+        return [names.get(label, str(label)) for label in range(max(names) + 1)]
+
+    def picture(self, index: int) -> np.ndarray:
+        """Item ``index`` as the (H, W, 3) uint8 image file it was read from, for pictures."""
+        return np.asarray(load_rgb(self.records[index].path))

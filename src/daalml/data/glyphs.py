@@ -13,6 +13,8 @@ cached on disk so a second call starts at once.
 With matplotlib's 22 usable fonts and the defaults: 210 candidates, 35 look-alikes dropped,
 175 classes (88 train, 87 test), ~6300 images of 32x32, 28-44 per class; rendering takes a
 few seconds. Within a split, samples are ordered by class, then font.
+
+One cohesive thing over 400 lines: the renderer of one dataset (fonts, look-alikes, cache).
 """
 
 from __future__ import annotations
@@ -164,6 +166,17 @@ class GlyphTensorDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         if self._mean is not None and self._std is not None:
             image = (image - self._mean) / self._std
         return image, int(self.split.labels[index])
+
+    @property
+    def class_names(self) -> list[str]:
+        """The character of each label value."""
+        return list(self.split.class_names)
+
+    def picture(self, index: int) -> np.ndarray:
+        """Item ``index`` as an (H, W, 3) uint8 image (the rendering, grey in three channels)."""
+        grey = (self.split.images[index].clamp(0, 1) * 255).round().to(torch.uint8)
+        array = grey.permute(1, 2, 0).numpy()
+        return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
 
 
 def default_cache_dir() -> Path:

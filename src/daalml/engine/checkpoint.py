@@ -1,12 +1,14 @@
-"""Checkpoints: written atomically, stamped with what is needed to rebuild the model."""
+"""Checkpoints: written atomically, stamped with what rebuilds the model, loaded back."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from daalml.config import config_from_dict
-from daalml.engine.module import PROGRESS_KEY, NonFiniteLossError
+from daalml.config import Config, apply_overrides, config_from_dict
+from daalml.data.preprocessing import Preprocessing
+from daalml.engine.module import PROGRESS_KEY, EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
+from daalml.losses.registry import build_loss
+from daalml.models.build import build_model
 
 CHECKPOINT_FORMAT = 1
 META_KEY = "daalml"
+PREPROCESSING_KEY = "preprocessing"  # in META_KEY: the model's input (Preprocessing.to_dict)
 _TMP_MARK = ".tmp-"
 
 
@@ -299,3 +305,37 @@ def resume_point(checkpoint: dict[str, Any]) -> tuple[int, int]:
     if total and done < total:
         return epoch, done
     return epoch + 1, 0
+
+
+def load_module(
+    checkpoint_path: str | Path, overrides: Sequence[str] = ()
+) -> tuple[EmbeddingModule, Config]:
+    """Rebuild the trained module from a checkpoint (its own config, plus ``overrides``)."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    meta = checkpoint[META_KEY]
+    cfg = config_from_dict(
+        apply_overrides(meta["config"], overrides), source=f"{checkpoint_path} + --set"
+    )
+    if cfg.model.train_blocks and cfg.train.cache_features:
+        # trained on cached trunk activations: the whole backbone now runs on images, its top
+        # stages from the checkpoint, its trunk from the same pretrained weights
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cache_features=False))
+    # the weights a checkpoint lacks (a frozen backbone or trunk) come from the backbone's own
+    # initialisation: seeded as train() seeds it, so that even pretrained: false rebuilds them
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    model = build_model(cfg)
+    loss = build_loss(
+        cfg.loss.name, meta["num_train_classes"], cfg.model.embedding_size, cfg.loss.params
+    )
+    module = EmbeddingModule(cfg, model, loss, features=False)
+    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    bad = [k for k in missing if not k.startswith("model.backbone.")] + list(unexpected)
+    if bad:
+        raise DaalmlError(
+            f"checkpoint {checkpoint_path}: weights do not fit the model its config describes "
+            f"({', '.join(bad[:5])}{'...' if len(bad) > 5 else ''})"
+        )
+    saved = meta.get(PREPROCESSING_KEY)
+    if isinstance(saved, dict) and not overrides:  # older checkpoints: rebuilt from the config
+        module.input_preprocessing = Preprocessing.from_dict(saved)
+    return module, cfg

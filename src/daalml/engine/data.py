@@ -1,6 +1,6 @@
 """From a config to the datasets a run needs: train / validation / test, images or cached features.
 
-The engine composes the data layer (layouts, splits, transforms, the glyph renderer) with the
+The engine composes the data layer (the dataset registry, splits, transforms, caches) with the
 backbone here, because the cached-feature mode turns images into backbone features once.
 """
 
@@ -9,27 +9,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import signal
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from daalml.config import Config
 from daalml.data.activations import CachedActivations, cached_activations, weights_digest
 from daalml.data.cache import cached_features
 from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
-from daalml.data.layouts import categories_of, load_splits
+from daalml.data.layouts import categories_of
+from daalml.data.preprocessing import preprocessing_for
 from daalml.data.records import ImageRecord
-from daalml.data.sampling import MPerClassBatchSampler
+from daalml.data.registry import BuiltDatasets, dataset_entry, load_layout
 from daalml.data.splits import carve_validation
-from daalml.data.transforms import describe_transform, eval_transform, train_transform
-from daalml.engine.module import mix_seed, seed_host
+from daalml.data.transforms import describe_transform, train_transform
+from daalml.engine.devices import device_for
 from daalml.errors import DaalmlError
 from daalml.metrics import count_unmatchable_queries
 from daalml.models.backbones import Backbone
@@ -50,7 +48,7 @@ class RunData:
     activations: bool = False  # True: items are cached trunk activations (model.train_blocks)
     train_eval: Dataset | None = None  # the training set without augmentation (PCA, data init)
     skipped_images: list[tuple[Path, str]] = field(default_factory=list)
-    families: list[str] | None = None  # per test sample (glyphs: font family), for plots
+    families: list[str] | None = None  # a group per test sample (a font family), for plots
     categories: list[str] | None = None  # per test sample or query (SOP, In-Shop), for metrics
 
 
@@ -110,7 +108,7 @@ def _contiguous(records: list[ImageRecord]) -> list[ImageRecord]:
 def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     if cfg.data.root is None:
         raise DaalmlError(f"data.root is required for data.dataset={cfg.data.dataset!r}")
-    splits = load_splits(cfg.data.dataset, cfg.data.root, train_classes=cfg.data.train_classes)
+    splits = load_layout(cfg.data.dataset, cfg.data.root, train_classes=cfg.data.train_classes)
     train_records, val_records = splits.train, []
     if cfg.train.val_classes:
         train_records, val_records = carve_validation(splits.train, cfg.train.val_classes)
@@ -119,7 +117,7 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     val_records = _check(val_records, cfg, skipped) if val_records else []
     mean, std = backbone.mean, backbone.std
     aug = train_transform(cfg.data.image_size, mean=mean, std=std)
-    plain = eval_transform(cfg.data.image_size, cfg.data.resize, mean=mean, std=std)
+    plain = preprocessing_for(cfg, backbone).transform()  # what retrieval and export use too
 
     def images(records: list[ImageRecord], transform) -> ImageDataset | None:
         return ImageDataset(records, transform) if records else None
@@ -148,12 +146,6 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     return data
 
 
-def _feature_device(cfg: Config) -> torch.device:
-    """Extract features on the GPU when the run may use one."""
-    wants_gpu = cfg.train.accelerator in ("gpu", "auto") and torch.cuda.is_available()
-    return torch.device("cuda" if wants_gpu else "cpu")
-
-
 def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> None:
     """Replace every image dataset by the backbone's features of it (computed once, cached)."""
     cache_dir = default_cache_dir(cfg) / "features"
@@ -176,7 +168,7 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
             key=key,
             batch_size=cfg.train.eval_batch_size,
             num_workers=cfg.data.num_workers,
-            device=_feature_device(cfg),
+            device=device_for(cfg.train.accelerator),
         )
         return LabelledTensors(feats, labels)
 
@@ -219,7 +211,7 @@ def activation_cache(
         dtype=cfg.train.cache_dtype,
         batch_size=cfg.train.eval_batch_size,
         num_workers=cfg.data.num_workers,
-        device=_feature_device(cfg),
+        device=device_for(cfg.train.accelerator),
     )
 
 
@@ -247,60 +239,23 @@ def _to_activations(data: RunData, cfg: Config, backbone: Backbone, plain) -> No
     data.activations = True
 
 
-def _glyph_data(cfg: Config) -> RunData:
-    from daalml.data.glyphs import GlyphTensorDataset, load_glyphs
-
-    glyphs = load_glyphs(
-        seed=cfg.train.seed,
-        image_size=cfg.data.glyph_image_size,
-        samples_per_font=cfg.data.glyph_samples_per_font,
-        max_classes=cfg.data.glyph_max_classes,
-        font_files=cfg.data.font_files,
-        cache_dir=default_cache_dir(cfg) / "glyphs",
-        progress=True,
-    )
-    train, val = glyphs.train, None
-    if cfg.train.val_classes:
-        train, val = _carve_tensor_validation(train, cfg.train.val_classes)
+def _in_memory_data(built: BuiltDatasets) -> RunData:
     return RunData(
-        train=GlyphTensorDataset(train),
-        num_train_classes=int(train.labels.max()) + 1,
-        test=GlyphTensorDataset(glyphs.test),
-        val=GlyphTensorDataset(val) if val is not None else None,
-        train_eval=GlyphTensorDataset(train),
-        families=list(glyphs.test.families),
+        train=built.train,
+        num_train_classes=built.num_train_classes,
+        test=built.test,
+        val=built.val,
+        train_eval=built.train_eval,
+        families=built.families,
     )
-
-
-def _carve_tensor_validation(split, val_classes: int):
-    """Hold out the last ``val_classes`` classes of an in-memory split (relabelled)."""
-    from daalml.data.glyphs import GlyphSplit
-
-    num_classes = int(split.labels.max()) + 1
-    if num_classes - val_classes < 2:
-        raise DaalmlError(
-            f"train.val_classes={val_classes} leaves {num_classes - val_classes} training "
-            f"classes of {num_classes}; at least 2 must remain"
-        )
-    cut = num_classes - val_classes
-
-    def part(mask: torch.Tensor, offset: int) -> GlyphSplit:
-        index = mask.nonzero().squeeze(1).tolist()
-        return GlyphSplit(
-            images=split.images[mask],
-            labels=split.labels[mask] - offset,
-            fonts=[split.fonts[i] for i in index],
-            families=[split.families[i] for i in index],
-            class_names=split.class_names[offset : offset + (cut if offset == 0 else val_classes)],
-        )
-
-    return part(split.labels < cut, 0), part(split.labels >= cut, cut)
 
 
 def prepare_data(cfg: Config, backbone: Backbone) -> RunData:
-    """Build the run's datasets from ``cfg`` (images, features or glyph renderings)."""
-    if cfg.data.dataset == "glyphs":
-        return _glyph_data(cfg)
+    """Build the run's datasets from ``cfg``: image files (or their cached features), or a
+    registered in-memory build (the glyph renderings)."""
+    entry = dataset_entry(cfg.data.dataset)
+    if entry.build is not None:
+        return _in_memory_data(entry.build(cfg, default_cache_dir(cfg)))
     return _image_data(cfg, backbone)
 
 
@@ -346,106 +301,3 @@ def retrieval_exclusions(data: RunData, cfg: Config) -> int:
             stacklevel=2,
         )
     return excluded
-
-
-# ---------------------------------------------------------------------------- loaders
-def _worker_ignores_sigint(worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process, which stops at a step's end and saves."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class SeededItems(Dataset):
-    """Reads ``(index, seed)`` keys: seeds the host generators, then returns ``dataset[index]``.
-
-    With the seeds from :class:`SeededBatches`, every augmented sample is a function of the run's
-    seed and its place in the epoch, whichever process loads it and whenever.
-    """
-
-    def __init__(self, dataset: Dataset, *, seeded: bool = True) -> None:
-        self.dataset = dataset
-        self.seeded = seeded
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        if self.seeded:
-            seed_host(seed)
-        return self.dataset[index]
-
-
-class SeededBatches(Sampler[list[tuple[int, int]]]):
-    """The m-per-class batches of ``sampler`` as ``(index, seed)`` lists; resumable mid-epoch.
-
-    ``skip`` leaves out the first batches of the first epoch iterated, which a checkpoint
-    written mid-epoch had already trained on. ``self.sampler`` is where Lightning calls
-    ``set_epoch``.
-    """
-
-    def __init__(self, sampler: MPerClassBatchSampler, *, seed: int, skip: int = 0) -> None:
-        self.sampler = sampler
-        self.seed = seed
-        self.skip = skip
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch, rank = self.sampler.epoch, self.sampler.rank
-        skip, self.skip = self.skip, 0
-        for number, batch in enumerate(self.sampler):
-            if number >= skip:
-                # the slot in the GLOBAL batch: the same augmentation for any number of ranks
-                first = rank * len(batch)
-                yield [
-                    (index, mix_seed(self.seed, epoch, number, first + slot))
-                    for slot, index in enumerate(batch)
-                ]
-
-
-def train_loader(
-    data: RunData,
-    cfg: Config,
-    *,
-    world_size: int = 1,
-    rank: int = 0,
-    epoch: int = 0,
-    skip: int = 0,
-) -> DataLoader:
-    """The training loader from ``epoch`` on (its first ``skip`` batches left out).
-
-    Batches depend on (seed, epoch) only and each sample's augmentation on (seed, epoch, batch,
-    slot), so a resumed run sees exactly the data an uninterrupted one would.
-    """
-    sampler = MPerClassBatchSampler(
-        dataset_labels(data.train),
-        batch_size=cfg.train.batch_size,
-        samples_per_class=cfg.train.samples_per_class,
-        seed=cfg.train.seed,
-        num_replicas=world_size,
-        rank=rank,
-    )
-    sampler.set_epoch(epoch)
-    batches = SeededBatches(sampler, seed=cfg.train.seed, skip=skip)
-    cached = data.features or data.activations
-    workers = 0 if cached else cfg.data.num_workers
-    # cached activations read the per-sample seed themselves: it picks the view of the epoch
-    items = data.train if data.activations else SeededItems(data.train, seeded=not cached)
-    return DataLoader(
-        items,
-        batch_sampler=batches,
-        num_workers=workers,
-        worker_init_fn=_worker_ignores_sigint if workers else None,
-    )
-
-
-def eval_loader(dataset: Dataset, cfg: Config, *, features: bool) -> DataLoader:
-    """A plain in-order loader for validation."""
-    workers = 0 if features else cfg.data.num_workers
-    return DataLoader(
-        dataset,
-        batch_size=cfg.train.eval_batch_size,
-        num_workers=workers,
-        worker_init_fn=_worker_ignores_sigint if workers else None,
-    )

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import random
-import struct
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 
 from daalml.config import Config
+from daalml.data.seeding import mix_seed, seed_host
 from daalml.engine.distributed import gather_batch, gather_tensor
 from daalml.errors import DaalmlError
 from daalml.losses.registry import MetricLoss
@@ -34,19 +31,6 @@ class NonFiniteLossError(DaalmlError, RuntimeError):
         super().__init__(f"{detail}. {hint}" if hint else detail)
         self.detail = detail
         self.hint = hint
-
-
-def mix_seed(*parts: int) -> int:
-    """A 32-bit seed that is a fixed function of ``parts`` (same in every process and run)."""
-    packed = struct.pack(f"<{len(parts)}q", *parts)
-    return int.from_bytes(hashlib.blake2b(packed, digest_size=4).digest(), "little")
-
-
-def seed_host(seed: int) -> None:
-    """Seed the CPU generators of torch, numpy and ``random`` (cheap: safe per sample)."""
-    torch.default_generator.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class EmbeddingModule(L.LightningModule):

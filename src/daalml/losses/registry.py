@@ -32,7 +32,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from torch import nn
 
-from daalml.errors import DaalmlError
+from daalml.errors import DaalmlError, check_registration
 from daalml.losses.daal import DAALLoss
 
 MINER_PREFIX = "miner_"
@@ -213,6 +213,14 @@ class MetricLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
+
+
+def register_loss(name: str, recipe: Recipe, *, replace: bool = False) -> None:
+    """Make ``loss.name: name`` (and ``build_loss(name, ...)``) build ``recipe``."""
+    rule = "empty, padded or holding '@'"
+    check_registration("loss", name, _RECIPES, replace=replace, valid="@" not in name, rule=rule)
+    _RECIPES[name] = recipe
+    RECIPE_NOTES[name] = recipe.note
 
 
 def loss_names() -> list[str]:

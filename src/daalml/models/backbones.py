@@ -10,13 +10,14 @@ With ``pretrained=True`` the torchvision/timm weights are downloaded by those li
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import torch
 from torch import nn
 from torchvision import models as tvm
 
-from daalml.errors import DaalmlError
+from daalml.errors import DaalmlError, check_registration
 from daalml.models.lite0 import LITE0_MEAN, LITE0_STD, build_lite0
 
 MeanStd = tuple[float, float, float]
@@ -41,6 +42,12 @@ def _per_channel(
             f"backbone {name}: {what} has {len(values)} values for {channels} channels"
         )
     return tuple(float(v) for v in values)
+
+
+def set_memory_format(body: nn.Module, channels_last: bool) -> bool:
+    """Channels-last weights (faster convolutions on CPU) or contiguous ones; returns the flag."""
+    body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return bool(channels_last)
 
 
 class Backbone(nn.Module):
@@ -76,9 +83,7 @@ class Backbone(nn.Module):
 
     def set_channels_last(self, enabled: bool = True) -> Backbone:
         """Switch the weights (and later inputs) to channels-last or back; returns ``self``."""
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        self.body.to(memory_format=fmt)
-        self.channels_last = bool(enabled)
+        self.channels_last = set_memory_format(self.body, enabled)
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -97,7 +102,11 @@ class Backbone(nn.Module):
 
 
 class BackboneFactory(Protocol):
-    """Builds a backbone; must not download anything when ``pretrained`` is False."""
+    """Builds a backbone; must not download anything when ``pretrained`` is False.
+
+    A factory that also takes ``in_channels`` is given the dataset's image channels (1 for
+    greyscale renderings, 3 for photos); one that does not builds its own input layer.
+    """
 
     def __call__(self, *, pretrained: bool) -> Backbone: ...
 
@@ -152,19 +161,26 @@ def _timm(model_name: str, *, pretrained: bool) -> Backbone:
     )
 
 
+def _small_cnn(*, pretrained: bool, in_channels: int = 3) -> Backbone:
+    """The glyph demo's net, trained from scratch (``pretrained`` has nothing to load)."""
+    from daalml.models.small_cnn import SmallCNN  # it subclasses Backbone: imported late
+
+    return SmallCNN(in_channels=in_channels)
+
+
 _REGISTRY: dict[str, BackboneFactory] = {
     "vgg19": _vgg19,
     "resnet50": _resnet50,
     "efficientnet_lite0": _efficientnet_lite0,
+    "small_cnn": _small_cnn,
 }
 
 
 def register_backbone(name: str, factory: BackboneFactory, *, replace: bool = False) -> None:
     """Make ``build_backbone(name)`` call ``factory(pretrained=...)``."""
-    if not name or name != name.strip() or name.startswith(TIMM_PREFIX):
-        raise DaalmlError(f"backbone name {name!r} is invalid (empty, padded or 'timm:' prefixed)")
-    if name in _REGISTRY and not replace:
-        raise DaalmlError(f"backbone {name!r} is already registered (pass replace=True)")
+    rule = "empty, padded or 'timm:' prefixed"
+    valid = not name.startswith(TIMM_PREFIX)
+    check_registration("backbone", name, _REGISTRY, replace=replace, valid=valid, rule=rule)
     _REGISTRY[name] = factory
 
 
@@ -173,12 +189,28 @@ def available_backbones() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def build_backbone(name: str, *, pretrained: bool = True, channels_last: bool = False) -> Backbone:
-    """Build the backbone called ``name`` (see :data:`BACKBONES` and ``timm:<name>``)."""
+def _takes_channels(factory: BackboneFactory) -> bool:
+    try:
+        return "in_channels" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
+
+
+def build_backbone(
+    name: str, *, pretrained: bool = True, channels_last: bool = False, in_channels: int = 3
+) -> Backbone:
+    """Build the backbone called ``name`` (see :func:`available_backbones` and ``timm:<name>``).
+
+    ``in_channels`` reaches the factories that take it (see :class:`BackboneFactory`).
+    """
     if name.startswith(TIMM_PREFIX):
         backbone = _timm(name[len(TIMM_PREFIX) :], pretrained=pretrained)
     elif name in _REGISTRY:
-        backbone = _REGISTRY[name](pretrained=pretrained)
+        factory = _REGISTRY[name]
+        if _takes_channels(factory):
+            backbone = factory(pretrained=pretrained, in_channels=in_channels)  # type: ignore[call-arg]
+        else:
+            backbone = factory(pretrained=pretrained)
     else:
         choices = ", ".join(available_backbones())
         raise DaalmlError(f"unknown backbone {name!r}: choose one of {choices} or timm:<name>")

@@ -3,17 +3,19 @@
 ``paper``: Linear(in, hidden) -> Swish -> Linear(hidden, emb), the head of the DAAL paper.
 ``linear``: one Linear layer. ``pca``: one Linear layer whose weights are set from training
 features with :func:`init_linear_from_pca` before training, so training starts from the
-centred PCA projection instead of a random one.
+centred PCA projection instead of a random one. More names are added with :func:`register_head`.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
 from torch import nn
 
-from daalml.errors import DaalmlError
+from daalml.errors import DaalmlError, check_registration
 
 HEADS: tuple[str, ...] = ("paper", "linear", "pca")
 
@@ -37,22 +39,50 @@ def _check_positive(value: int, what: str) -> None:
         raise DaalmlError(f"head {what} must be a positive integer, got {value!r}")
 
 
+class HeadFactory(Protocol):
+    """Builds a head mapping ``in_dim``-d features to ``embedding_size``-d embeddings."""
+
+    def __call__(self, in_dim: int, embedding_size: int, *, hidden_size: int) -> nn.Module: ...
+
+
+def _paper(in_dim: int, embedding_size: int, *, hidden_size: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, embedding_size)
+    )
+
+
+def _linear(in_dim: int, embedding_size: int, *, hidden_size: int) -> nn.Module:
+    return nn.Linear(in_dim, embedding_size)
+
+
+def _pca(in_dim: int, embedding_size: int, *, hidden_size: int) -> nn.Module:
+    return PCAHead(in_dim, embedding_size)
+
+
+_REGISTRY: dict[str, HeadFactory] = {"paper": _paper, "linear": _linear, "pca": _pca}
+
+
+def register_head(name: str, factory: HeadFactory, *, replace: bool = False) -> None:
+    """Make ``build_head(name, ...)`` (and ``model.head: name`` in a config) use ``factory``."""
+    check_registration("head", name, _REGISTRY, replace=replace)
+    _REGISTRY[name] = factory
+
+
+def available_heads() -> tuple[str, ...]:
+    """Registered head names, the built-in :data:`HEADS` first."""
+    return tuple(_REGISTRY)
+
+
 def build_head(
     kind: str, in_dim: int, embedding_size: int = 512, *, hidden_size: int = 1024
 ) -> nn.Module:
-    """Build the head ``kind`` (one of :data:`HEADS`) for ``in_dim``-d features."""
+    """Build the head ``kind`` (see :func:`available_heads`) for ``in_dim``-d features."""
     _check_positive(in_dim, "in_dim")
     _check_positive(embedding_size, "embedding_size")
     _check_positive(hidden_size, "hidden_size")
-    if kind == "paper":
-        return nn.Sequential(
-            nn.Linear(in_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, embedding_size)
-        )
-    if kind == "linear":
-        return nn.Linear(in_dim, embedding_size)
-    if kind == "pca":
-        return PCAHead(in_dim, embedding_size)
-    raise DaalmlError(f"unknown head {kind!r}: choose one of {', '.join(HEADS)}")
+    if kind not in _REGISTRY:
+        raise DaalmlError(f"unknown head {kind!r}: choose one of {', '.join(available_heads())}")
+    return _REGISTRY[kind](in_dim, embedding_size, hidden_size=hidden_size)
 
 
 def init_linear_from_pca(head: nn.Linear, features: torch.Tensor) -> None:

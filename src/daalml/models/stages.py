@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from daalml.errors import DaalmlError
-from daalml.models.backbones import TIMM_PREFIX, Backbone
+from daalml.models.backbones import TIMM_PREFIX, Backbone, set_memory_format
 
 SUPPORTED = (
     "efficientnet_lite0, resnet50, vgg19, small_cnn, timm:<EfficientNet> "
@@ -170,9 +170,7 @@ class BackbonePart(nn.Module):
 
     def set_channels_last(self, enabled: bool = True) -> BackbonePart:
         """Switch the weights (and later inputs) to channels-last or back; returns ``self``."""
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        self.body.to(memory_format=fmt)
-        self.channels_last = bool(enabled)
+        self.channels_last = set_memory_format(self.body, enabled)
         return self
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

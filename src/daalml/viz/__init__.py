@@ -1,2 +1,5 @@
-"""Pictures of a trained run (2-D maps, DAAL segments, retrieval grids, training curves) and
-its self-contained HTML report; see docs/visualization.md."""
+"""Drawing: array-level pictures (2-D maps, DAAL segments, margins, retrieval grids, curves).
+
+The functions of a trained run's directory that use them are daalml.workflows.visualize and
+daalml.workflows.report; see docs/visualization.md.
+"""

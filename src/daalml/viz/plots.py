@@ -4,6 +4,8 @@ grids, curves.
 Each returns a matplotlib ``Figure`` of a fixed size (no tight bounding box), so a saved PNG is
 exactly ``figsize * dpi`` pixels. Figures are made without pyplot: no display or backend
 switch is needed, and nothing is left open in pyplot's figure manager.
+
+One cohesive thing over 400 lines: the drawing of every kind of picture, in one style.
 """
 
 from __future__ import annotations

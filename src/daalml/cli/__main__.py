@@ -1,0 +1,5 @@
+"""`python -m daalml.cli` runs the command line."""
+
+from daalml.cli.app import main
+
+main()

@@ -1,0 +1,306 @@
+"""`train(config, output_dir)`: a training run as a plain function; the CLI is a shell over it.
+
+It composes the engine (data, module, Trainer, callbacks, checkpoints, logs) and writes the run
+directory: config.yaml, run.json, metrics.json, checkpoints/, logs/.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from daalml.config import Config, save_config
+from daalml.data.preprocessing import preprocessing_for
+from daalml.engine.checkpoint import (
+    META_KEY,
+    PREPROCESSING_KEY,
+    AtomicCheckpointIO,
+    SaveOnInterrupt,
+    StampCheckpoint,
+    check_resumable,
+    check_weights_fit,
+    load_checkpoint,
+    remove_stale_temporaries,
+    resume_point,
+)
+from daalml.engine.data import RunData, prepare_data, retrieval_exclusions
+from daalml.engine.datamodule import RunDataModule
+from daalml.engine.devices import device_for
+from daalml.engine.distributed import launched_as_rank_zero, strategy
+from daalml.engine.inference import embed, model_metrics, pretrained_metrics
+from daalml.engine.loggers import ProgressBar, run_loggers, trim_log
+from daalml.engine.module import VAL_METRICS_KEY, EmbeddingModule, NonFiniteLossError
+from daalml.engine.run_record import package_version, record_run, write_json
+from daalml.errors import DaalmlError
+from daalml.losses.registry import MetricLoss, build_loss
+from daalml.models.build import build_model
+from daalml.models.embedder import EmbeddingModel
+from daalml.models.heads import PCAHead
+from daalml.models.stages import split_backbone
+
+METRICS_FILE = "metrics.json"
+
+
+def _initialise(model: EmbeddingModel, loss: MetricLoss, data: RunData, cfg: Config) -> None:
+    """Fit a PCA head and the data-initialised loss from the non-augmented training set."""
+    head = model.head
+    needs_pca = isinstance(head, PCAHead) and not head.pca_fitted
+    if not (needs_pca or loss.needs_data_init):
+        return
+    device = device_for(cfg.train.accelerator)
+    dataset = data.train_eval if data.train_eval is not None else data.train
+    kwargs = {"batch_size": cfg.train.eval_batch_size, "device": device}
+    if data.features:
+        features, labels = embed(lambda x: x, dataset, **kwargs)
+    else:
+        model.backbone.to(device).eval()
+        features, labels = embed(model.backbone, dataset, **kwargs)
+    if needs_pca:
+        head.fit_pca(features)
+    if loss.needs_data_init:
+        embeddings = model.to("cpu").embed_features(features)
+        loss.loss.initialize_from_embeddings(embeddings, labels)
+
+
+def train(
+    cfg: Config,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train as ``cfg`` says; write config.yaml, run.json, metrics.json, checkpoints/, logs/.
+
+    Returns the metrics written to metrics.json: the test metrics of the selected model, the
+    `pretrained` backbone's metrics under that key, and counts of what was left out. With
+    ``resume`` the run goes on from checkpoints/last.ckpt exactly where it stopped. A NaN or
+    Inf loss raises :class:`NonFiniteLossError` (a DaalmlError); Ctrl-C saves last.ckpt and
+    raises KeyboardInterrupt.
+    """
+    output = Path(output_dir)
+    checkpoints = output / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    checkpoint: dict[str, Any] | None = None
+    start = (0, 0)
+    if resume:
+        if not last.is_file():
+            raise DaalmlError(f"--resume: no checkpoint to resume from at {last}")
+        checkpoint = load_checkpoint(last)
+        check_resumable(checkpoint, cfg.to_dict(), last)
+        start = resume_point(checkpoint)
+    elif last.is_file():
+        warnings.warn(
+            f"{output} already holds a run ({last}); starting it over "
+            "(pass --resume to continue it instead)",
+            stacklevel=2,
+        )
+    rank_zero = launched_as_rank_zero()
+    if rank_zero:  # the other DDP processes find the run directory already written
+        output.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(checkpoints)
+        save_config(cfg, output / "config.yaml")
+        record_run(output / "run.json", cfg, start if resume else None)
+        trim_log(output / "logs" / "metrics.csv", start[0] if resume else None)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    model = build_model(cfg)
+    prep = preprocessing_for(cfg, model.backbone)  # saved with the checkpoints
+    data = prepare_data(cfg, model.backbone)
+    excluded = retrieval_exclusions(data, cfg)
+    _check_processes(data, cfg)
+    if data.features:
+        model.backbone = None  # the head trains on cached features; keep the run light
+    elif data.activations:  # the top stages + head train on cached trunk activations
+        model.backbone = split_backbone(model.backbone, cfg.model.train_blocks).top  # type: ignore[assignment]
+    # re-seed: preparing data may or may not draw random numbers (feature cache miss or hit),
+    # and the loss's initial vertices must not depend on that
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    loss = build_loss(
+        cfg.loss.name, data.num_train_classes, cfg.model.embedding_size, cfg.loss.params
+    )
+    saved_pretrained = checkpoint[META_KEY].get("pretrained") if checkpoint else None
+    if isinstance(saved_pretrained, dict):
+        pretrained = saved_pretrained
+    elif rank_zero:
+        pretrained = pretrained_metrics(model, data, cfg)
+    else:
+        pretrained = {}  # only global rank 0 writes metrics.json and checkpoints
+    if checkpoint is None:
+        _initialise(model, loss, data, cfg)  # a resumed run gets all of it from the checkpoint
+
+    module = EmbeddingModule(cfg, model, loss, features=data.features)
+    if checkpoint is not None:
+        check_weights_fit(checkpoint, module, last)
+        checkpoint = None  # Lightning reads it again; do not hold two copies
+    has_val = data.val is not None
+    selector = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="best",
+        monitor="val/recall@1" if has_val else None,
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    # last.ckpt every epoch, improved or not (save_last of a monitored checkpoint is not)
+    latest = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
+    stamp = StampCheckpoint(
+        {
+            "version": package_version("daalml"),
+            "config": cfg.to_dict(),
+            "num_train_classes": data.num_train_classes,
+            "features": data.features,
+            "pretrained": pretrained,
+            PREPROCESSING_KEY: prep.to_dict(),
+        }
+    )
+    interrupt = SaveOnInterrupt(last)
+    callbacks: list[Callback] = [selector, latest, stamp, interrupt]
+    if has_val and cfg.train.patience:
+        callbacks.append(
+            EarlyStopping(monitor="val/recall@1", mode="max", patience=cfg.train.patience)
+        )
+    if progress:
+        callbacks.append(ProgressBar(leave=True))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+        # the engine's loader skips the batches a mid-epoch checkpoint had trained on
+        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+        trainer = L.Trainer(
+            max_epochs=cfg.train.epochs,
+            accelerator=cfg.train.accelerator,
+            devices=cfg.train.devices,
+            num_nodes=cfg.train.num_nodes,
+            strategy=strategy(cfg.train),
+            precision=cfg.train.precision,
+            gradient_clip_val=cfg.train.gradient_clip,
+            deterministic=cfg.train.deterministic,
+            check_val_every_n_epoch=cfg.train.eval_every,
+            num_sanity_val_steps=0,
+            logger=run_loggers(output),
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            log_every_n_steps=1,
+        )
+        datamodule = RunDataModule(data, cfg, epoch=start[0], skip=start[1])
+        _fit(trainer, module, datamodule, last if resume else None, interrupt)
+    selected_epoch = _select_best(trainer, module, selector.best_model_path if has_val else "")
+    test_metrics = model_metrics(module, data, cfg)  # under DDP every rank embeds a share
+    if not trainer.is_global_zero:
+        return {}
+    results: dict[str, Any] = dict(test_metrics)
+    results["pretrained"] = pretrained
+    results["selected_epoch"] = int(selected_epoch)
+    if has_val:  # the validation classes' figures at the selected epoch (what selection saw)
+        results["validation"] = dict(module.val_metrics)
+    results["skipped_images"] = len(data.skipped_images)
+    results["excluded_queries"] = excluded
+    write_json(output / METRICS_FILE, results)
+    _warn_skipped(data, output)
+    return results
+
+
+def _select_best(trainer: L.Trainer, module: EmbeddingModule, best: str) -> int:
+    """Give every rank the weights (and validation figures) of ``best``; the selected epoch.
+
+    With no best checkpoint the module keeps its last weights (the last epoch is selected).
+    Broadcasting, rather than reading on every rank, needs no file system shared by the nodes.
+    """
+    state = None
+    if trainer.is_global_zero and best and Path(best).is_file():
+        saved = torch.load(best, map_location="cpu", weights_only=False)
+        state = {
+            "state_dict": saved["state_dict"],
+            "epoch": int(saved["epoch"]),
+            "val_metrics": saved.get(VAL_METRICS_KEY, {}),
+        }
+    state = trainer.strategy.broadcast(state, src=0)
+    if state is None:
+        return trainer.current_epoch - 1
+    module.load_state_dict(state["state_dict"])
+    module.val_metrics = dict(state["val_metrics"])
+    return state["epoch"]
+
+
+def _fit(
+    trainer: L.Trainer,
+    module: EmbeddingModule,
+    datamodule: RunDataModule,
+    ckpt_path: Path | None,
+    interrupt: SaveOnInterrupt,
+) -> None:
+    """trainer.fit, with Ctrl-C as KeyboardInterrupt and NaN as a one-line error."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as err:
+        last = interrupt.path
+        kept = (
+            f"the last good checkpoint is kept: {last}"
+            if last.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(f"training stopped: {err.detail}; {kept}", err.hint) from None
+    except SystemExit:
+        # Lightning turns KeyboardInterrupt into sys.exit(1) after its on_exception hooks
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        interrupt.restore()
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if trainer.interrupted or interrupt.requested:
+        raise KeyboardInterrupt  # Ctrl-C during the last epoch's end: last.ckpt is final
+
+
+def _check_processes(data: RunData, cfg: Config) -> None:
+    """Every DDP process needs at least one validation and one test image of its own to embed."""
+    processes = cfg.train.devices * cfg.train.num_nodes
+    if data.val is not None and len(data.val) < processes:
+        raise DaalmlError(
+            f"train.val_classes={cfg.train.val_classes}: the validation split has "
+            f"{len(data.val)} images, fewer than the {processes} processes "
+            "(train.devices x train.num_nodes); raise train.val_classes"
+        )
+    for name in ("test", "query", "gallery"):
+        split = getattr(data, name)
+        if split is not None and len(split) < processes:
+            raise DaalmlError(
+                f"data.root={cfg.data.root}: the {name} split has {len(split)} images, fewer "
+                f"than the {processes} processes (train.devices x train.num_nodes)"
+            )
+
+
+def _warn_skipped(data: RunData, output: Path) -> None:
+    if not data.skipped_images:
+        return
+    shown = ", ".join(str(path) for path, _ in data.skipped_images[:3])
+    more = len(data.skipped_images) - 3
+    warnings.warn(
+        f"{output}: {len(data.skipped_images)} unreadable images were skipped ({shown}"
+        f"{f' and {more} more' if more > 0 else ''}); skipped_images in metrics.json counts "
+        "them, data.strict: true makes them an error",
+        stacklevel=3,
+    )
