@@ -468,7 +468,11 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 600 |")]
-    assert len(rows) == 2 and "= exact: True" in rows[1]
+    assert len(rows) == 3 and "= exact: True" in rows[1]
+    # the where-the-time-goes row: N, path, 11 figures (no tile stages on the exact path)
+    stages = [cell.strip() for cell in rows[2].strip("|").split("|")]
+    assert stages[1] == "exact" and len(stages) == 13 and stages[5] == "-"
+    assert stages[9].endswith(" it") and float(stages[11]) > 0
 
 
 def test_search_runs_at_full_fp32_precision_and_restores_the_setting() -> None:
