@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import daalml._kmeans as KM
 import daalml._knn as K
@@ -371,6 +373,24 @@ def test_tiled_rows_without_enough_entries_are_redone(monkeypatch: pytest.Monkey
         assert sum(redone) == 600
 
 
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_tiled_does_not_depend_on_workers_and_closes_early(exclude_self: bool) -> None:
+    """The next sweep runs while a finished block is merged and used: same neighbours for
+    1-3 workers, and a search left after its first block restores torch's threads."""
+    g = random_unit(700, 16, seed=11)
+    q = g if exclude_self else random_unit(300, 16, seed=12)
+    exact = knn(q, g, 12, exclude_self=exclude_self, backend="exact")[1]
+    threads = torch.get_num_threads()
+    for workers in (1, 2, 3):
+        blocks = T.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
+        idx = [b[2].clone() for b in blocks]
+        assert torch.equal(torch.cat(idx), exact)
+        first = T.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
+        assert torch.equal(next(first)[2], exact[:64])
+        first.close()
+        assert torch.get_num_threads() == threads
+
+
 def test_score_keys_order_like_score_then_lower_index() -> None:
     vals = torch.tensor([-2.5, -0.0, 0.0, 1.5, 1.5, -1e-30, 3.0, float("-inf")])
     cols = torch.tensor([4, 1, 0, 9, 2, 5, 7, 3])
@@ -416,6 +436,28 @@ def test_lloyd_stops_at_a_fixed_point_with_the_labels_of_more_iterations() -> No
     assert torch.equal(KM.lloyd(x, seeds, 50, seed=0)[0], labels)  # deterministic
     centroids = torch.stack([x[labels == c].mean(0) for c in range(12)])
     assert torch.equal(KM.assign(x, centroids), labels)  # a fixed point of Lloyd's map
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 200_000), st.integers(1, 4))
+def test_assign_blocks_are_equal_shares_for_the_workers(n: int, workers: int) -> None:
+    bounds = KM._assign_bounds(n, workers)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == n and sizes.min() >= min(n, KM.GEMM_MIN_ROWS)
+    assert sizes.max() - sizes.min() <= 1 and sizes.max() <= KM.ASSIGN_BLOCK
+    if n >= KM.GEMM_MIN_ROWS * workers:
+        assert len(sizes) % workers == 0
+
+
+def test_assign_does_not_depend_on_workers() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x, centroids = torch.randn(9000, 32, generator=gen), torch.randn(50, 32, generator=gen)
+    d2 = torch.cdist(x.double(), centroids.double())
+    labels = KM.assign(x, centroids)
+    assert torch.equal(labels, d2.argmin(dim=1))
+    for workers in (2, 3):
+        with T.worker_pool(x.device, workers) as (pool, _):
+            assert torch.equal(KM.assign(x, centroids, pool), labels)
 
 
 def test_lloyd_refills_empty_clusters() -> None:
