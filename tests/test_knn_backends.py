@@ -303,7 +303,7 @@ def test_probe_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
     first = K.bf16_speedup()
     assert K._bf16_speedup == {"cpu": first} and first > 0
     assert K.bf16_matmul_is_faster() is (first >= K.BF16_MIN_SPEEDUP)
-    monkeypatch.setattr(K, "_best_time", lambda fn: pytest.fail("probed twice"))
+    monkeypatch.setattr(K, "_best_times", lambda fns: pytest.fail("probed twice"))
     assert K.bf16_speedup() == first
 
 
