@@ -300,7 +300,9 @@ def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_probe_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "_bf16_speedup", {})
-    first = K.bf16_speedup()
+    threads = torch.get_num_threads()
+    first = K.bf16_speedup()  # measured on one thread
+    assert torch.get_num_threads() == threads
     assert K._bf16_speedup == {"cpu": first} and first > 0
     assert K.bf16_matmul_is_faster() is (first >= K.BF16_MIN_SPEEDUP)
     monkeypatch.setattr(K, "_best_times", lambda fns: pytest.fail("probed twice"))
@@ -510,11 +512,12 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 600 |")]
-    assert len(rows) == 3 and "= exact: True" in rows[1]
-    # the where-the-time-goes row: N, path, 11 figures (no tile stages on the exact path)
-    stages = [cell.strip() for cell in rows[2].strip("|").split("|")]
-    assert stages[1] == "exact" and len(stages) == 13 and stages[5] == "-"
-    assert stages[9].endswith(" it") and float(stages[11]) > 0
+    assert len(rows) == 4 and "= exact: True" in rows[1]
+    # where the time goes, wall and CPU: N, path, clock, 10 figures (no tile stages: exact)
+    for row, clock in zip(rows[2:], ("wall", "CPU"), strict=True):
+        stages = [cell.strip() for cell in row.strip("|").split("|")]
+        assert stages[1:3] == ["exact", clock] and len(stages) == 13 and stages[7] == "-"
+        assert stages[11].endswith(" it") and float(stages[3]) > 0
 
 
 def test_search_runs_at_full_fp32_precision_and_restores_the_setting() -> None:
