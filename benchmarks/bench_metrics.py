@@ -11,9 +11,17 @@ FaissKNN). The check column compares the metrics with PML's, the neighbours with
 and the backend that ran with the plain exact one (untimed). Prints the CPU features
 found, the backend chosen, peak RSS; a markdown table; asserts nothing.
 
+A second table says where our time goes, each stage timed on its own in the same rounds:
+the search, and for the tiled path its tile products alone (the tiles it multiplies,
+shared among its workers as in the search) and its sample thresholds, the rest of the
+search (scan of the tiles, merge, top-k, redone rows) being the difference; k-means
+seeding and Lloyd iterations; the metrics from precomputed neighbours. Process CPU
+seconds next to the wall time of the full evaluation and of the floor give a ratio that
+other processes on a shared machine disturb less.
+
     python benchmarks/bench_metrics.py [--sizes 20000,60000] [--dim 512] [--per-class 50]
         [--repeats 3] [--skip-pml] [--skip-check] [--skip-floor] [--skip-knn-row]
-        [--device cpu|cuda]
+        [--skip-stages] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -31,8 +39,8 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
-from daalml import _knn
-from daalml.metrics import _nmi, knn, retrieval_metrics
+from daalml import _kmeans, _knn, _knn_blocks
+from daalml.metrics import _kmeans_seeds, _nmi, _ranking_metrics, knn, retrieval_metrics
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -66,31 +74,38 @@ def clustered(n: int, dim: int, per_class: int, seed: int) -> tuple[np.ndarray, 
     return x, labels
 
 
-def timer(device: torch.device) -> Callable[[Callable[[], object]], tuple[object, float]]:
-    def timed(fn: Callable[[], object]) -> tuple[object, float]:
+Timed = tuple[object, float, float]
+
+
+def timer(device: torch.device) -> Callable[[Callable[[], object]], Timed]:
+    """A function's result, wall seconds and this process's CPU seconds (all threads)."""
+
+    def timed(fn: Callable[[], object]) -> Timed:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return out, time.perf_counter() - start
+        return out, time.perf_counter() - start, time.process_time() - cpu
 
     return timed
 
 
 def in_turns(
     repeats: int, fns: dict[str, Callable[[], object]], device: torch.device
-) -> tuple[dict[str, object], dict[str, list[float]]]:
-    """Last result and all times of each function, the functions taking turns."""
+) -> tuple[dict[str, object], dict[str, list[float]], dict[str, list[float]]]:
+    """Last result, all wall times and all CPU times of each function, taking turns."""
     timed = timer(device)
     out: dict[str, object] = {}
     times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            out[name], t = timed(fn)
+            out[name], t, c = timed(fn)
             times[name].append(t)
-    return out, times
+            cpu[name].append(c)
+    return out, times, cpu
 
 
 def med(ts: list[float]) -> str:
@@ -103,6 +118,97 @@ def gemm_floor(x: torch.Tensor) -> None:
     """The one N x N x d fp32 product, 1024 rows at a time (each block discarded)."""
     for start in range(0, x.shape[0], 1024):
         x[start : start + 1024] @ x.T
+
+
+def _block(x: torch.Tensor) -> int:
+    return _knn_blocks.CUDA_BLOCK if x.device.type == "cuda" else _knn_blocks.CPU_BLOCK
+
+
+def tile_products(x: torch.Tensor) -> None:
+    """The tiled leave-one-out search's products alone: the tiles on and above the diagonal,
+    sweep by sweep, shared among its workers as the search shares them (results discarded)."""
+    bounds = _knn_blocks._bounds(x.shape[0], _block(x))
+    with _knn_blocks.worker_pool(x.device) as (pool, workers):
+        for i in range(len(bounds) - 1):
+            x_i = x[bounds[i] : bounds[i + 1]]
+
+            def part(tiles: list[int], x_i: torch.Tensor = x_i) -> None:
+                for j in tiles:
+                    _knn_blocks._tile(x_i, x[bounds[j] : bounds[j + 1]])
+
+            tiles = list(range(i, len(bounds) - 1))
+            list(pool.map(part, [tiles[w::workers] for w in range(workers)]))
+
+
+def sample_thresholds(x: torch.Tensor, k: int) -> None:
+    """The tiled search's first stage alone: every query's threshold from the sample."""
+    sample, block = _knn_blocks._sample(x, k), _block(x)
+    with _knn_blocks.worker_pool(x.device) as (pool, _):
+        starts = range(0, x.shape[0], block)
+        list(pool.map(lambda s: _knn_blocks._thresholds(x[s : s + block], s, sample, True), starts))
+
+
+def as_in_search(device: torch.device, fn: Callable[[], object]) -> object:
+    """``fn`` with torch's threads as the search sets them while the metrics of its blocks
+    are computed between them (one on CPU: the search's worker pool is open)."""
+    with _knn_blocks.worker_pool(device):
+        return fn()
+
+
+def stage_fns(
+    xt: torch.Tensor, yt: torch.Tensor, k: int, backend: str
+) -> dict[str, Callable[[], object]]:
+    """Our evaluation's stages, each on its own (see the module docstring)."""
+    n_classes = int(torch.unique(yt).numel())
+    seeds = _kmeans_seeds(xt, n_classes, 0)
+    _, inverse, counts = torch.unique(yt, return_inverse=True, return_counts=True)
+    r_per_query = counts[inverse] - 1
+    blocks = list(_knn.iter_knn(xt, xt, k, exclude_self=True, chunk_size=1024, backend="auto"))
+    fns: dict[str, Callable[[], object]] = {
+        "search": lambda: knn(xt, xt, k, exclude_self=True),
+        "seeding": lambda: _kmeans_seeds(xt, n_classes, 0),
+        "lloyd": lambda: _kmeans.lloyd(xt, seeds, 20, 0),
+        "metrics": lambda: as_in_search(
+            xt.device, lambda: _ranking_metrics(iter(blocks), yt, yt, r_per_query, [1, 2, 4, 8])
+        ),
+    }
+    if backend == "tiled":
+        fns["products"] = lambda: tile_products(xt)
+        fns["thresholds"] = lambda: sample_thresholds(xt, k)
+    return fns
+
+
+def stage_rows(
+    head: str, times: dict[str, list[float]], cpu: dict[str, list[float]], lloyd_iters: int
+) -> list[str]:
+    """Rows of the where-the-time-goes table, wall and process CPU seconds (medians, with
+    each stage's share of the full evaluation in the same clock)."""
+    rows = []
+    for clock, ts in (("wall", times), ("CPU", cpu)):
+        m = {name: statistics.median(t) for name, t in ts.items()}
+        if "products" in m:
+            m["rest"] = m["search"] - m["products"] - m["thresholds"]
+        full = m["ours"]
+
+        def cell(name: str, m: dict[str, float] = m, full: float = full) -> str:
+            return f"{m[name]:.2f} ({m[name] / full:.0%})" if name in m else "-"
+
+        floor, ratio = "-", "-"
+        if "floor" in m:
+            floor, ratio = f"{m['floor']:.2f}", f"{full / m['floor']:.2f}"
+        rows.append(
+            f"{head} {clock} | {full:.2f} | {floor} | {ratio} | {cell('search')} |"
+            f" {cell('products')} | {cell('thresholds')} | {cell('rest')} | {cell('seeding')} |"
+            f" {cell('lloyd')}, {lloyd_iters} it | {cell('metrics')} |"
+        )
+    return rows
+
+
+STAGE_HEADER = (
+    "| N | path | clock | full s | GEMM floor s | full / floor | search | tile products |"
+    " thresholds | scan + merge (rest) | k-means seeding | Lloyd | metrics |"
+    "\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
 
 
 def pml_calculator() -> AccuracyCalculator:
@@ -125,8 +231,8 @@ def warm_up(dim: int, per_class: int, seed: int, device: torch.device, pml: bool
         FaissKNN()(torch.from_numpy(x), 10, torch.from_numpy(x), True)
 
 
-def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
-    """Markdown rows (full evaluation, kNN only) for one dataset size."""
+def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[str], list[str]]:
+    """Markdown rows (full evaluation, kNN only) and the stage row for one dataset size."""
     x, y = clustered(n, args.dim, args.per_class, args.seed)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     k = int(np.bincount(y).max()) - 1
@@ -140,7 +246,9 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
     if not args.skip_floor:
         fns["floor"] = lambda: gemm_floor(xt)
     fns["kmeans"] = lambda: _nmi(xt, yt, 0, 20)
-    out, times = in_turns(args.repeats, fns, device)
+    if not args.skip_stages:
+        fns.update(stage_fns(xt, yt, k, backend))
+    out, times, cpu = in_turns(args.repeats, fns, device)
     ours = out["ours"]
     t_ours = statistics.median(times["ours"])
     floor_cols = "- | - |"
@@ -149,6 +257,9 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
     share = statistics.median(times["kmeans"]) / t_ours
     n_classes = len(np.unique(y))
     head = f"| {n} | {n_classes} | {backend} |"
+    stages: list[str] = []
+    if not args.skip_stages:
+        stages = stage_rows(f"| {n} | {backend} |", times, cpu, out["lloyd"][1])
     if args.skip_pml:
         pml_cols, check = "- | - |", f"NMI {ours['nmi']:.4f}"
     else:
@@ -165,13 +276,13 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
         f"{head} full | {med(times['ours'])} | {pml_cols} {floor_cols} {share:.0%} | {check} |"
     ]
     if args.skip_pml or args.skip_knn_row:
-        return rows
+        return rows, stages
     xc = torch.from_numpy(x)
     knn_fns = {
         "ours": lambda: knn(xt, xt, k, exclude_self=True),
         "pml": lambda: FaissKNN()(xc, k, xc, True),
     }
-    out, times = in_turns(args.repeats, knn_fns, device)
+    out, times, _ = in_turns(args.repeats, knn_fns, device)
     (_, idx_ours), (_, idx_pml) = out["ours"], out["pml"]
     same = float((idx_ours.cpu() == idx_pml).float().mean())
     check = f"same neighbour as PML {same:.4%}"
@@ -183,7 +294,7 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> list[str]:
         f"{head} kNN k={k} | {med(times['ours'])} | {med(times['pml'])} |"
         f" {t_ours / t_pml:.2f} | | | | {check} |"
     )
-    return rows
+    return rows, stages
 
 
 def main() -> None:
@@ -197,6 +308,7 @@ def main() -> None:
     parser.add_argument("--skip-check", action="store_true", help="no exact-backend check")
     parser.add_argument("--skip-floor", action="store_true", help="no GEMM floor timing")
     parser.add_argument("--skip-knn-row", action="store_true", help="no kNN-only comparison")
+    parser.add_argument("--skip-stages", action="store_true", help="no per-stage breakdown")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -222,9 +334,19 @@ def main() -> None:
         " daalml / floor | k-means share | check |"
     )
     print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
+    where: list[str] = []
     for n in sizes:
-        for row in bench(n, args, device):
-            print(row, flush=True)
+        rows, stages = bench(n, args, device)
+        print("\n".join(rows), flush=True)
+        where.extend(stages)
+    if not args.skip_stages:
+        print(
+            "\nWhere our time goes (medians of wall and of process CPU seconds; % of our full"
+            " evaluation in the same clock; the stages are timed on their own, so they need"
+            " not add up to the full time):\n"
+        )
+        print(STAGE_HEADER)
+        print("\n".join(where))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process: {peak:.2f} GB")
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import daalml._kmeans as KM
 import daalml._knn as K
@@ -298,10 +300,12 @@ def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_probe_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "_bf16_speedup", {})
-    first = K.bf16_speedup()
+    threads = torch.get_num_threads()
+    first = K.bf16_speedup()  # measured on one thread
+    assert torch.get_num_threads() == threads
     assert K._bf16_speedup == {"cpu": first} and first > 0
     assert K.bf16_matmul_is_faster() is (first >= K.BF16_MIN_SPEEDUP)
-    monkeypatch.setattr(K, "_best_time", lambda fn: pytest.fail("probed twice"))
+    monkeypatch.setattr(K, "_best_times", lambda fns: pytest.fail("probed twice"))
     assert K.bf16_speedup() == first
 
 
@@ -371,6 +375,24 @@ def test_tiled_rows_without_enough_entries_are_redone(monkeypatch: pytest.Monkey
         assert sum(redone) == 600
 
 
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_tiled_does_not_depend_on_workers_and_closes_early(exclude_self: bool) -> None:
+    """The next sweep runs while a finished block is merged and used: same neighbours for
+    1-3 workers, and a search left after its first block restores torch's threads."""
+    g = random_unit(700, 16, seed=11)
+    q = g if exclude_self else random_unit(300, 16, seed=12)
+    exact = knn(q, g, 12, exclude_self=exclude_self, backend="exact")[1]
+    threads = torch.get_num_threads()
+    for workers in (1, 2, 3):
+        blocks = T.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
+        idx = [b[2].clone() for b in blocks]
+        assert torch.equal(torch.cat(idx), exact)
+        first = T.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
+        assert torch.equal(next(first)[2], exact[:64])
+        first.close()
+        assert torch.get_num_threads() == threads
+
+
 def test_score_keys_order_like_score_then_lower_index() -> None:
     vals = torch.tensor([-2.5, -0.0, 0.0, 1.5, 1.5, -1e-30, 3.0, float("-inf")])
     cols = torch.tensor([4, 1, 0, 9, 2, 5, 7, 3])
@@ -416,6 +438,28 @@ def test_lloyd_stops_at_a_fixed_point_with_the_labels_of_more_iterations() -> No
     assert torch.equal(KM.lloyd(x, seeds, 50, seed=0)[0], labels)  # deterministic
     centroids = torch.stack([x[labels == c].mean(0) for c in range(12)])
     assert torch.equal(KM.assign(x, centroids), labels)  # a fixed point of Lloyd's map
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 200_000), st.integers(1, 4))
+def test_assign_blocks_are_equal_shares_for_the_workers(n: int, workers: int) -> None:
+    bounds = KM._assign_bounds(n, workers)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == n and sizes.min() >= min(n, KM.GEMM_MIN_ROWS)
+    assert sizes.max() - sizes.min() <= 1 and sizes.max() <= KM.ASSIGN_BLOCK
+    if n >= KM.GEMM_MIN_ROWS * workers:
+        assert len(sizes) % workers == 0
+
+
+def test_assign_does_not_depend_on_workers() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x, centroids = torch.randn(9000, 32, generator=gen), torch.randn(50, 32, generator=gen)
+    d2 = torch.cdist(x.double(), centroids.double())
+    labels = KM.assign(x, centroids)
+    assert torch.equal(labels, d2.argmin(dim=1))
+    for workers in (2, 3):
+        with T.worker_pool(x.device, workers) as (pool, _):
+            assert torch.equal(KM.assign(x, centroids, pool), labels)
 
 
 def test_lloyd_refills_empty_clusters() -> None:
@@ -468,7 +512,12 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 600 |")]
-    assert len(rows) == 2 and "= exact: True" in rows[1]
+    assert len(rows) == 4 and "= exact: True" in rows[1]
+    # where the time goes, wall and CPU: N, path, clock, 10 figures (no tile stages: exact)
+    for row, clock in zip(rows[2:], ("wall", "CPU"), strict=True):
+        stages = [cell.strip() for cell in row.strip("|").split("|")]
+        assert stages[1:3] == ["exact", clock] and len(stages) == 13 and stages[7] == "-"
+        assert stages[11].endswith(" it") and float(stages[3]) > 0
 
 
 def test_search_runs_at_full_fp32_precision_and_restores_the_setting() -> None:

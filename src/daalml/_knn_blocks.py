@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 
@@ -318,18 +318,30 @@ def _search(
     thr = torch.cat(list(parts))
     cap = CAP_FACTOR * SAMPLE_FRACTION * sample_rank(k, SAMPLE_FRACTION) + k
     kept = _Candidates(thr, q_bounds, cap)
-    for i in range(len(q_bounds) - 1):
-        i0, i1 = q_bounds[i], q_bounds[i + 1]
-        x_i = query[i0:i1]
-        thr_i, count_i, chunks_i = kept.rows(i)
-        tiles = list(range(i if symmetric else 0, len(g_bounds) - 1))
+    n_blocks = len(q_bounds) - 1
 
+    def start_sweep(i: int) -> list[Future]:
+        i0 = q_bounds[i]
+        x_i = query[i0 : q_bounds[i + 1]]
+        tiles = list(range(i if symmetric else 0, len(g_bounds) - 1))
+        thr_i = kept.rows(i)[0]
         sweep = partial(
             _sweep_part, gallery, g_bounds, kept, x_i, i, i0, thr_i, exclude_self, symmetric
         )
-        for own_count, own_chunks in pool.map(sweep, [tiles[w::workers] for w in range(workers)]):
+        return [pool.submit(sweep, tiles[w::workers]) for w in range(workers)]
+
+    running = start_sweep(0)
+    for i in range(n_blocks):
+        i0 = q_bounds[i]
+        x_i = query[i0 : q_bounds[i + 1]]
+        _, count_i, chunks_i = kept.rows(i)
+        for part in running:
+            own_count, own_chunks = part.result()
             count_i += own_count
             chunks_i.extend(own_chunks)
+        # Sweep i + 1 touches no row of block i: it runs while block i is finished here
+        # (and used by the caller), so the workers do not wait for the main thread.
+        running = start_sweep(i + 1) if i + 1 < n_blocks else []
         keys, redo = kept.top(i, k)
         scores, indices = decode_keys(keys)
         rows = torch.nonzero(redo).squeeze(1)
