@@ -40,7 +40,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
 from daalml import _kmeans, _knn, _knn_blocks
-from daalml.metrics import _kmeans_seeds, _nmi, _ranking_metrics, knn, retrieval_metrics
+from daalml.metrics import _kmeans_seeds, _nmi, _per_query, _summary, knn, retrieval_metrics
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -169,7 +169,12 @@ def stage_fns(
         "seeding": lambda: _kmeans_seeds(xt, n_classes, 0),
         "lloyd": lambda: _kmeans.lloyd(xt, seeds, 20, 0),
         "metrics": lambda: as_in_search(
-            xt.device, lambda: _ranking_metrics(iter(blocks), yt, yt, r_per_query, [1, 2, 4, 8])
+            xt.device,
+            lambda: _summary(
+                _per_query(iter(blocks), yt, yt, r_per_query, padded=False),
+                r_per_query > 0,
+                [1, 2, 4, 8],
+            ),
         ),
     }
     if backend == "tiled":
