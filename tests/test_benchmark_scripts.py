@@ -50,3 +50,17 @@ def test_loss_benchmark_prints_one_row_per_size():
     stdout = _run("bench_loss.py", "--batch", "8,16", "--classes", "5", "--repeats", "3")
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and "ms" not in line]
     assert [row.split("|")[1:3] for row in rows] == [[" 8 ", " 5 "], [" 16 ", " 5 "]]
+
+
+def test_epoch_times_reads_each_epoch_once_from_a_progress_bar_log(tmp_path):
+    bar = "Epoch {e}: 100%|##########| 23/23 [{t}<00:00,  0.52it/s, v_num=0]"
+    runs = [["00:15", "00:17"], ["00:09", "01:02", "1:00:05"]]  # two runs in one log
+    lines = []
+    for run in runs:
+        for e, t in enumerate(run):
+            lines += [f"Epoch {e}:  50%|#####| 12/23 [00:05<00:05]", bar.format(e=e, t=t)]
+            lines.append(bar.format(e=e, t=t).replace(t, "00:59"))  # validation: same epoch
+    log = tmp_path / "run.log"
+    log.write_text("\r".join(lines))
+    stdout = _run("epoch_times.py", str(log))
+    assert stdout.startswith("5 epochs: min 9 s,") and stdout.rstrip().endswith("max 3605 s")
