@@ -39,8 +39,12 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
-from daalml import _kmeans, _knn, _knn_blocks
-from daalml.metrics import _kmeans_seeds, _nmi, _per_query, _summary, knn, retrieval_metrics
+from daalml.evaluation import kmeans as _kmeans
+from daalml.evaluation import knn_backends as _knn
+from daalml.evaluation import knn_tiles as _knn_blocks
+from daalml.evaluation.clustering import _kmeans_seeds, _nmi
+from daalml.evaluation.ranking import _per_query, _summary
+from daalml.metrics import knn, retrieval_metrics
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 

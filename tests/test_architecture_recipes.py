@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from daalml.config import config_from_dict
+from daalml.config import config_from_dict, load_config
 from daalml.data import registry as datasets
 from daalml.engine.data import prepare_data
 from daalml.losses import registry as losses
@@ -57,6 +57,7 @@ def test_the_loss_recipe_registers_a_loss_configs_can_name() -> None:
     assert namespace["loss"].name == "my_contrastive"
     assert "my_contrastive" in losses.loss_names()
     assert "Hadsell" in losses.RECIPE_NOTES["my_contrastive"]
+    assert load_config(overrides=["loss.name=my_contrastive"]).loss.name == "my_contrastive"
 
 
 def test_the_backbone_recipe_is_named_in_a_config_and_built() -> None:

@@ -419,6 +419,7 @@ def test_long_values_are_shortened_in_messages() -> None:
         ("model.backbone=vgg", "small_cnn or timm:<name>; got 'vgg'"),
         ("model.backbone='timm:'", "model.backbone: 'timm:' needs a model name"),
         ("loss.name=''", "loss.name: must not be empty"),
+        ("loss.name=proxyanchor", "got 'proxyanchor' (did you mean 'proxy_anchor'?)"),
         ("train.precision=''", "train.precision: must not be empty"),
     ],
 )
@@ -428,6 +429,21 @@ def test_choice_fields_are_validated(override: str, expected: str) -> None:
     message = _error(excinfo)
     assert message.startswith("--set: ")
     assert expected in message
+
+
+def test_loss_names_are_asked_of_the_loss_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytorch_metric_learning import losses as pml_losses
+
+    from daalml.losses import registry
+
+    with pytest.raises(DaalmlError) as excinfo:
+        load_config(overrides=["loss.name=my_loss"])
+    known = ", ".join(registry.loss_names())
+    assert _error(excinfo) == f"--set: loss.name: expected one of {known}; got 'my_loss'"
+    monkeypatch.setattr(registry, "_RECIPES", dict(registry._RECIPES))
+    monkeypatch.setattr(registry, "RECIPE_NOTES", dict(registry.RECIPE_NOTES))
+    registry.register_loss("my_loss", registry.Recipe(pml_losses.ContrastiveLoss, note="mine"))
+    assert load_config(overrides=["loss.name=my_loss"]).loss.name == "my_loss"
 
 
 @pytest.mark.parametrize(

@@ -401,9 +401,10 @@ def _choice(source: str, key: str, value: str, choices: Sequence[str], extra: st
 
 
 def _validate(cfg: Config, source: str) -> None:
-    # names are checked against the registries, so a dataset, backbone or head a user
+    # names are checked against the registries, so a dataset, backbone, head or loss a user
     # registered can be named in a config
     from daalml.data.registry import available_datasets
+    from daalml.losses.registry import loss_names
     from daalml.models.backbones import available_backbones
     from daalml.models.heads import available_heads
 
@@ -446,6 +447,7 @@ def _validate(cfg: Config, source: str) -> None:
     _at_least(source, "model.hidden_size", m.hidden_size, 1)
 
     _need(bool(lo.name.strip()), source, "loss.name: must not be empty")
+    _choice(source, "loss.name", lo.name, loss_names())
     _at_least(source, "loss.lr_multiplier", lo.lr_multiplier, 0)
 
     _at_least(source, "train.epochs", t.epochs, 0)

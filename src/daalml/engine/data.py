@@ -29,7 +29,7 @@ from daalml.data.splits import carve_validation
 from daalml.data.transforms import describe_transform, train_transform
 from daalml.engine.devices import device_for
 from daalml.errors import DaalmlError
-from daalml.metrics import count_unmatchable_queries
+from daalml.evaluation.ranking import count_unmatchable_queries
 from daalml.models.backbones import Backbone
 from daalml.models.stages import split_backbone
 

@@ -18,7 +18,7 @@ from daalml.engine.devices import device_for
 from daalml.engine.distributed import gather_tensor, is_distributed, shard, world
 from daalml.engine.module import EmbeddingModule
 from daalml.errors import DaalmlError
-from daalml.metrics import query_gallery_metrics, retrieval_metrics
+from daalml.evaluation.retrieval import query_gallery_metrics, retrieval_metrics
 from daalml.models.embedder import EmbeddingModel
 
 ImageInput = str | Path | Image.Image

@@ -13,8 +13,8 @@ from daalml.config import Config
 from daalml.data.seeding import mix_seed, seed_host
 from daalml.engine.distributed import gather_batch, gather_tensor
 from daalml.errors import DaalmlError
+from daalml.evaluation.retrieval import retrieval_metrics
 from daalml.losses.registry import MetricLoss
-from daalml.metrics import retrieval_metrics
 from daalml.models.embedder import EmbeddingModel
 
 PROGRESS_KEY = "daalml_progress"

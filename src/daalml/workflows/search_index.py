@@ -35,7 +35,7 @@ from daalml.engine.checkpoint import load_module
 from daalml.engine.inference import ImageInput, embed_images
 from daalml.engine.module import EmbeddingModule
 from daalml.errors import DaalmlError
-from daalml.metrics import knn
+from daalml.evaluation.search import knn
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 INDEX_FILE = "index.faiss"

@@ -16,8 +16,8 @@ import torch
 from matplotlib.figure import Figure
 
 from daalml.errors import DaalmlError
+from daalml.evaluation.search import knn
 from daalml.losses.daal import DAALLoss
-from daalml.metrics import knn
 from daalml.viz.plots import (
     METHODS,
     GridRow,

@@ -1,4 +1,4 @@
-"""Tests for daalml._knn: the certified bf16 backend returns the exact backend's neighbours."""
+"""Tests for daalml.evaluation.knn_backends: the certified bf16 backend gives the exact neighbours."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import daalml._kmeans as KM
-import daalml._knn as K
-import daalml._knn_blocks as T
+import daalml.evaluation.kmeans as KM
+import daalml.evaluation.knn_backends as K
+import daalml.evaluation.knn_tiles as T
 from daalml.errors import DaalmlError
 from daalml.metrics import knn, query_gallery_metrics, retrieval_metrics
 
@@ -477,7 +477,7 @@ def test_lloyd_refills_empty_clusters() -> None:
 def test_subsampled_kmeans_pp_seeding_finds_separated_clusters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import daalml.metrics as M
+    import daalml.evaluation.clustering as M
 
     rng = np.random.default_rng(3)
     y = np.repeat(np.arange(20), 40)
@@ -491,7 +491,7 @@ def test_subsampled_kmeans_pp_seeding_finds_separated_clusters(
 
 
 def test_bench_metrics_runs_at_a_tiny_size() -> None:
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
     done = subprocess.run(
         [
             sys.executable,

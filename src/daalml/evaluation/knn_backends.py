@@ -5,8 +5,8 @@ Three backends return the same neighbours; ``"auto"`` picks one per call:
 * ``"exact"``: fp32 matmul + topk per block of queries (the reference).
 * ``"tiled"`` (any device): fp32 by cache-sized tiles, each entry kept only if it reaches a
   per-query threshold read off a gallery sample, symmetric for leave-one-out (half the
-  multiply-adds); see :mod:`daalml._knn_blocks`. ``"auto"`` uses it wherever the gallery
-  is large enough to sample (>= 4096 items) and bf16 is not chosen.
+  multiply-adds); see :mod:`daalml.evaluation.knn_tiles`. ``"auto"`` uses it wherever the
+  gallery is large enough to sample (>= 4096 items) and bf16 is not chosen.
 * ``"bf16"`` (CPU): a bf16 matmul scores the block; the items above a per-query threshold
   (read off a gallery sample), cut to ``k + margin``, are rescored in fp32. A certificate
   from a rigorous bound on the bf16 error (:func:`bf16_error`) proves that every item
@@ -27,6 +27,10 @@ same fp32 backends search it exactly; bf16 is never used for it (the bias column
 rounding error would fail nearly every certificate): ``"bf16"`` and ``"auto"`` run the
 tiled or the exact fp32 path, as ``"auto"`` picks them on a GPU. The two operands differ,
 so a leave-one-out search multiplies every tile (the symmetric halving needs one set).
+
+One cohesive thing over 400 lines: the backend choice and the certified bf16 search, whose
+candidate net, error bound, fp32 rescoring and lexicographic top-k share their constants and
+must stay bit-identical to the exact path they fall back to.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from typing import Literal
 
 import torch
 
-from daalml import _knn_blocks
 from daalml.errors import DaalmlError
+from daalml.evaluation import knn_tiles
 
 __all__ = [
     "BACKENDS",
@@ -129,7 +133,7 @@ def resolve_backend(
         raise DaalmlError(f"backend: 'bf16' runs on CPU tensors only, not {device.type}")
     if backend != "auto":
         return backend
-    tiled = "tiled" if _knn_blocks.usable(n_gallery, k) else "exact"
+    tiled = "tiled" if knn_tiles.usable(n_gallery, k) else "exact"
     if device.type != "cpu" or n_pairs < BF16_MIN_PAIRS:
         return tiled
     wanted = BF16_MIN_SPEEDUP_SYMMETRIC if symmetric and tiled == "tiled" else BF16_MIN_SPEEDUP
@@ -197,7 +201,7 @@ def iter_knn(
     if distance == "euclidean":
         query, gallery = euclidean_operands(query, gallery)
         if backend in ("auto", "bf16"):
-            backend = "tiled" if _knn_blocks.usable(gallery.shape[0], k) else "exact"
+            backend = "tiled" if knn_tiles.usable(gallery.shape[0], k) else "exact"
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
@@ -233,7 +237,7 @@ def _iter_knn(
         backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self
     )
     if chosen == "tiled":
-        yield from _knn_blocks.iter_blocks(query, gallery, k, exclude_self=exclude_self)
+        yield from knn_tiles.iter_blocks(query, gallery, k, exclude_self=exclude_self)
         return
     if chosen == "exact":
         for start in range(0, n_q, chunk_size):

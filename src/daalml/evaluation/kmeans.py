@@ -1,13 +1,13 @@
 """Seeded Lloyd k-means for NMI, with the assignment step as a torch GEMM on any device.
 
-faiss seeds (k-means++ on a subsample, see :mod:`daalml.metrics`) and splits empty
+faiss seeds (k-means++ on a subsample, see :mod:`daalml.evaluation.clustering`) and splits empty
 clusters (``faiss.contrib.clustering.reassign_centroids``) as its own k-means does; the
 Lloyd iterations run here because faiss-cpu's bundled BLAS can run generic kernels
 (measured about 4x slower than torch's MKL GEMM on an AVX-512 Xeon), and so that CUDA
 tensors are clustered on their GPU. Iterations stop early only at a fixed point (the
 assignment repeats with no cluster split), where more iterations would change nothing.
 On CPU the blocks are shared among Python worker threads running torch single-threaded
-(see :func:`daalml._knn_blocks.worker_pool`).
+(see :func:`daalml.evaluation.knn_tiles.worker_pool`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from faiss.contrib.clustering import reassign_centroids
 
-from daalml._knn_blocks import GEMM_MIN_ROWS, worker_pool
+from daalml.evaluation.knn_tiles import GEMM_MIN_ROWS, worker_pool
 
 __all__ = ["ASSIGN_BLOCK", "assign", "lloyd"]
 
