@@ -30,7 +30,7 @@ from daalml.engine.checkpoint import (
     remove_stale_temporaries,
     resume_point,
 )
-from daalml.engine.data import RunData, prepare_data, retrieval_exclusions
+from daalml.engine.data import RunData, list_images, prepare_data, retrieval_exclusions
 from daalml.engine.datamodule import RunDataModule
 from daalml.engine.devices import device_for
 from daalml.engine.distributed import launched_as_rank_zero, strategy
@@ -110,9 +110,10 @@ def train(
         trim_log(output / "logs" / "metrics.csv", start[0] if resume else None)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
+    listed = list_images(cfg)  # a bad data.root fails here, before any weights are downloaded
     model = build_model(cfg)
     prep = preprocessing_for(cfg, model.backbone)  # saved with the checkpoints
-    data = prepare_data(cfg, model.backbone)
+    data = prepare_data(cfg, model.backbone, listed)
     excluded = retrieval_exclusions(data, cfg)
     _check_processes(data, cfg)
     if data.features:
