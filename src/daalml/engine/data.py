@@ -146,7 +146,9 @@ def list_images(cfg: Config) -> ListedImages | None:
     return listed
 
 
-def _image_data(listed: ListedImages, cfg: Config, backbone: Backbone) -> RunData:
+def _image_data(
+    listed: ListedImages, cfg: Config, backbone: Backbone, device: torch.device
+) -> RunData:
     aug = train_transform(cfg.data.image_size, mean=backbone.mean, std=backbone.std)
     plain = preprocessing_for(cfg, backbone).transform()  # what retrieval and export use too
 
@@ -165,13 +167,15 @@ def _image_data(listed: ListedImages, cfg: Config, backbone: Backbone) -> RunDat
         categories=listed.categories,
     )
     if cfg.train.cache_features and cfg.model.train_blocks:
-        _to_activations(data, cfg, backbone, plain)
+        _to_activations(data, cfg, backbone, plain, device)
     elif cfg.train.cache_features:
-        _to_features(data, cfg, backbone, plain)
+        _to_features(data, cfg, backbone, plain, device)
     return data
 
 
-def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> None:
+def _to_features(
+    data: RunData, cfg: Config, backbone: Backbone, transform, device: torch.device
+) -> None:
     """Replace every image dataset by the backbone's features of it (computed once, cached)."""
     cache_dir = default_cache_dir(cfg) / "features"
 
@@ -193,7 +197,7 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
             key=key,
             batch_size=cfg.train.eval_batch_size,
             num_workers=cfg.data.num_workers,
-            device=device_for(cfg.train.accelerator),
+            device=device,
         )
         return LabelledTensors(feats, labels)
 
@@ -207,7 +211,11 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
 
 
 def activation_cache(
-    cfg: Config, backbone: Backbone, dataset: ImageDataset, views: int
+    cfg: Config,
+    backbone: Backbone,
+    dataset: ImageDataset,
+    views: int,
+    device: torch.device | None = None,
 ) -> CachedActivations:
     """The frozen trunk's activations of ``views`` views of every image of ``dataset`` (cached).
 
@@ -236,11 +244,13 @@ def activation_cache(
         dtype=cfg.train.cache_dtype,
         batch_size=cfg.train.eval_batch_size,
         num_workers=cfg.data.num_workers,
-        device=device_for(cfg.train.accelerator),
+        device=device or device_for(cfg.train.accelerator),
     )
 
 
-def _to_activations(data: RunData, cfg: Config, backbone: Backbone, plain) -> None:
+def _to_activations(
+    data: RunData, cfg: Config, backbone: Backbone, plain, device: torch.device
+) -> None:
     """Replace every image dataset by the frozen trunk's activations of it (cached on disk).
 
     The training set gets ``data.cached_views`` augmented views per image, every other split
@@ -251,7 +261,7 @@ def _to_activations(data: RunData, cfg: Config, backbone: Backbone, plain) -> No
         if dataset is None:
             return None
         assert isinstance(dataset, ImageDataset)
-        return activation_cache(cfg, backbone, dataset, views)
+        return activation_cache(cfg, backbone, dataset, views, device)
 
     assert isinstance(data.train, ImageDataset)
     eval_set = ImageDataset(data.train.records, plain)
@@ -275,17 +285,23 @@ def _in_memory_data(built: BuiltDatasets) -> RunData:
     )
 
 
-def prepare_data(cfg: Config, backbone: Backbone, listed: ListedImages | None = None) -> RunData:
+def prepare_data(
+    cfg: Config,
+    backbone: Backbone,
+    listed: ListedImages | None = None,
+    device: torch.device | None = None,
+) -> RunData:
     """Build the run's datasets from ``cfg``: image files (or their cached features), or a
     registered in-memory build (the glyph renderings). ``listed``: the images already listed
-    by :func:`list_images` (listed now when not given)."""
+    by :func:`list_images` (listed now when not given); ``device``: where the caches are
+    computed (the run's choice when not given)."""
     entry = dataset_entry(cfg.data.dataset)
     if entry.build is not None:
         return _in_memory_data(entry.build(cfg, default_cache_dir(cfg)))
     if listed is None:
         listed = list_images(cfg)
         assert listed is not None
-    return _image_data(listed, cfg, backbone)
+    return _image_data(listed, cfg, backbone, device or device_for(cfg.train.accelerator))
 
 
 # ---------------------------------------------------------------------------- checks
