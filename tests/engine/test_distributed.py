@@ -296,20 +296,6 @@ def test_shard_rejects_bad_rank() -> None:
         shard(-1, 2, 0)
 
 
-def test_rank_zero_from_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"):
-        monkeypatch.delenv(name, raising=False)
-    assert distributed.launched_as_rank_zero()
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    monkeypatch.setenv("NODE_RANK", "0")
-    assert distributed.launched_as_rank_zero()
-    monkeypatch.setenv("NODE_RANK", "1")
-    assert not distributed.launched_as_rank_zero()
-    monkeypatch.setenv("NODE_RANK", "x")
-    with pytest.raises(DaalmlError, match="NODE_RANK='x' is not an integer"):
-        distributed.launched_as_rank_zero()
-
-
 def test_local_rank_from_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert distributed.launched_local_rank() == 0
@@ -323,15 +309,14 @@ def test_local_rank_from_launcher_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_validation_smaller_than_the_process_count_is_refused() -> None:
     from daalml.config import config_from_dict
     from daalml.engine.data import LabelledTensors, RunData
-    from daalml.workflows.train import _check_processes
+    from daalml.engine.datamodule import check_processes
 
     one = LabelledTensors(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
     data = RunData(train=one, num_train_classes=1, test=one, val=one)
     cfg = config_from_dict({"train": {"devices": 2, "batch_size": 8, "val_classes": 1}})
     with pytest.raises(DaalmlError, match="validation split has 1 images, fewer than the 2"):
-        _check_processes(data, cfg)
-    cfg.train.devices = 1
-    _check_processes(data, cfg)
+        check_processes(data, cfg, 2)
+    check_processes(data, cfg, 1)
 
 
 def test_strategy_is_ddp_only_for_several_processes() -> None:

@@ -182,6 +182,29 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], messag
     assert "Traceback" not in result.output
 
 
+def test_missing_data_root_fails_before_any_weights_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad data.root is a one-line data error; the VGG19 weights are never fetched."""
+    from torchvision.models import _api
+
+    downloads: list[str] = []
+
+    def download(url: str, *args: object, **kwargs: object) -> dict:
+        downloads.append(url)
+        raise AssertionError(f"downloaded {url}")
+
+    monkeypatch.setattr(_api, "load_state_dict_from_url", download)
+    cfg = _config(tmp_path)
+    args = ["--set", "data.root=/nonexistent/ds", "--set", "model.backbone=vgg19"]
+    args += ["--set", "model.pretrained=true", "--output", str(tmp_path / "r")]
+    result = runner.invoke(app, ["train", str(cfg), *args])
+    assert result.exit_code == 2, result.output
+    assert "dataset root does not exist: /nonexistent/ds" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert downloads == []
+
+
 def test_evaluate_rejects_foreign_checkpoint(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)

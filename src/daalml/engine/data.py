@@ -105,7 +105,27 @@ def _contiguous(records: list[ImageRecord]) -> list[ImageRecord]:
     return [dataclasses.replace(r, label=order[r.label]) for r in records]
 
 
-def _image_data(cfg: Config, backbone: Backbone) -> RunData:
+@dataclass
+class ListedImages:
+    """The checked image records of a run's splits: what the files say, before any backbone.
+
+    Listing comes first so that a bad ``data.root`` fails with its one-line error before any
+    backbone weights are downloaded.
+    """
+
+    train: list[ImageRecord]
+    val: list[ImageRecord]
+    test: list[ImageRecord] | None  # leave-one-out protocols
+    query: list[ImageRecord] | None  # query/gallery protocols
+    gallery: list[ImageRecord] | None
+    skipped: list[tuple[Path, str]]
+    categories: list[str] | None
+
+
+def list_images(cfg: Config) -> ListedImages | None:
+    """List and check the image files of ``cfg``'s splits; None for in-memory datasets."""
+    if dataset_entry(cfg.data.dataset).build is not None:
+        return None
     if cfg.data.root is None:
         raise DaalmlError(f"data.root is required for data.dataset={cfg.data.dataset!r}")
     splits = load_layout(cfg.data.dataset, cfg.data.root, train_classes=cfg.data.train_classes)
@@ -115,38 +135,47 @@ def _image_data(cfg: Config, backbone: Backbone) -> RunData:
     skipped: list[tuple[Path, str]] = []
     train_records = _contiguous(_check(train_records, cfg, skipped))
     val_records = _check(val_records, cfg, skipped) if val_records else []
-    mean, std = backbone.mean, backbone.std
-    aug = train_transform(cfg.data.image_size, mean=mean, std=std)
+    listed = ListedImages(train_records, val_records, None, None, None, skipped, None)
+    if splits.query is not None and splits.gallery is not None:
+        listed.query = _check(splits.query, cfg, skipped)
+        listed.gallery = _check(splits.gallery, cfg, skipped)
+        queries = listed.query
+    else:
+        listed.test = queries = _check(splits.test, cfg, skipped)
+    listed.categories = categories_of(cfg.data.dataset, queries)
+    return listed
+
+
+def _image_data(
+    listed: ListedImages, cfg: Config, backbone: Backbone, device: torch.device
+) -> RunData:
+    aug = train_transform(cfg.data.image_size, mean=backbone.mean, std=backbone.std)
     plain = preprocessing_for(cfg, backbone).transform()  # what retrieval and export use too
 
-    def images(records: list[ImageRecord], transform) -> ImageDataset | None:
+    def images(records: list[ImageRecord] | None, transform) -> ImageDataset | None:
         return ImageDataset(records, transform) if records else None
 
-    num_classes = len({r.label for r in train_records})
     data = RunData(
-        train=ImageDataset(train_records, aug),
-        num_train_classes=num_classes,
-        test=None,
-        val=images(val_records, plain),
-        train_eval=ImageDataset(train_records, plain),
-        skipped_images=skipped,
+        train=ImageDataset(listed.train, aug),
+        num_train_classes=len({r.label for r in listed.train}),
+        test=images(listed.test, plain),
+        val=images(listed.val, plain),
+        query=images(listed.query, plain),
+        gallery=images(listed.gallery, plain),
+        train_eval=ImageDataset(listed.train, plain),
+        skipped_images=list(listed.skipped),
+        categories=listed.categories,
     )
-    if splits.query is not None and splits.gallery is not None:
-        queries = _check(splits.query, cfg, skipped)
-        data.query = images(queries, plain)
-        data.gallery = images(_check(splits.gallery, cfg, skipped), plain)
-    else:
-        queries = _check(splits.test, cfg, skipped)
-        data.test = images(queries, plain)
-    data.categories = categories_of(cfg.data.dataset, queries)
     if cfg.train.cache_features and cfg.model.train_blocks:
-        _to_activations(data, cfg, backbone, plain)
+        _to_activations(data, cfg, backbone, plain, device)
     elif cfg.train.cache_features:
-        _to_features(data, cfg, backbone, plain)
+        _to_features(data, cfg, backbone, plain, device)
     return data
 
 
-def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> None:
+def _to_features(
+    data: RunData, cfg: Config, backbone: Backbone, transform, device: torch.device
+) -> None:
     """Replace every image dataset by the backbone's features of it (computed once, cached)."""
     cache_dir = default_cache_dir(cfg) / "features"
 
@@ -168,7 +197,7 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
             key=key,
             batch_size=cfg.train.eval_batch_size,
             num_workers=cfg.data.num_workers,
-            device=device_for(cfg.train.accelerator),
+            device=device,
         )
         return LabelledTensors(feats, labels)
 
@@ -182,7 +211,11 @@ def _to_features(data: RunData, cfg: Config, backbone: Backbone, transform) -> N
 
 
 def activation_cache(
-    cfg: Config, backbone: Backbone, dataset: ImageDataset, views: int
+    cfg: Config,
+    backbone: Backbone,
+    dataset: ImageDataset,
+    views: int,
+    device: torch.device | None = None,
 ) -> CachedActivations:
     """The frozen trunk's activations of ``views`` views of every image of ``dataset`` (cached).
 
@@ -211,11 +244,13 @@ def activation_cache(
         dtype=cfg.train.cache_dtype,
         batch_size=cfg.train.eval_batch_size,
         num_workers=cfg.data.num_workers,
-        device=device_for(cfg.train.accelerator),
+        device=device or device_for(cfg.train.accelerator),
     )
 
 
-def _to_activations(data: RunData, cfg: Config, backbone: Backbone, plain) -> None:
+def _to_activations(
+    data: RunData, cfg: Config, backbone: Backbone, plain, device: torch.device
+) -> None:
     """Replace every image dataset by the frozen trunk's activations of it (cached on disk).
 
     The training set gets ``data.cached_views`` augmented views per image, every other split
@@ -226,7 +261,7 @@ def _to_activations(data: RunData, cfg: Config, backbone: Backbone, plain) -> No
         if dataset is None:
             return None
         assert isinstance(dataset, ImageDataset)
-        return activation_cache(cfg, backbone, dataset, views)
+        return activation_cache(cfg, backbone, dataset, views, device)
 
     assert isinstance(data.train, ImageDataset)
     eval_set = ImageDataset(data.train.records, plain)
@@ -250,13 +285,23 @@ def _in_memory_data(built: BuiltDatasets) -> RunData:
     )
 
 
-def prepare_data(cfg: Config, backbone: Backbone) -> RunData:
+def prepare_data(
+    cfg: Config,
+    backbone: Backbone,
+    listed: ListedImages | None = None,
+    device: torch.device | None = None,
+) -> RunData:
     """Build the run's datasets from ``cfg``: image files (or their cached features), or a
-    registered in-memory build (the glyph renderings)."""
+    registered in-memory build (the glyph renderings). ``listed``: the images already listed
+    by :func:`list_images` (listed now when not given); ``device``: where the caches are
+    computed (the run's choice when not given)."""
     entry = dataset_entry(cfg.data.dataset)
     if entry.build is not None:
         return _in_memory_data(entry.build(cfg, default_cache_dir(cfg)))
-    return _image_data(cfg, backbone)
+    if listed is None:
+        listed = list_images(cfg)
+        assert listed is not None
+    return _image_data(listed, cfg, backbone, device or device_for(cfg.train.accelerator))
 
 
 # ---------------------------------------------------------------------------- checks

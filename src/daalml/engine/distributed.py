@@ -28,9 +28,6 @@ import torch.distributed as dist
 from daalml.config import TrainConfig
 from daalml.errors import DaalmlError
 
-# environment variables set by torchrun, Lightning's launcher and SLURM's srun on each process
-_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
-
 
 def world() -> tuple[int, int]:
     """(world size, global rank) of the default process group; (1, 0) when not distributed."""
@@ -42,23 +39,6 @@ def world() -> tuple[int, int]:
 def is_distributed() -> bool:
     """Whether a process group with more than one rank is running."""
     return world()[0] > 1
-
-
-def launched_as_rank_zero() -> bool:
-    """Whether this process is (or will become) global rank 0, read before DDP starts.
-
-    Launchers export the rank of each process they start (torchrun ``RANK``, Lightning's
-    re-launched copies ``LOCAL_RANK``/``NODE_RANK``, srun ``SLURM_PROCID``); a process started
-    by hand has none of them and is rank 0.
-    """
-    for name in _RANK_VARIABLES:
-        value = os.environ.get(name, "0").strip() or "0"
-        try:
-            if int(value) != 0:
-                return False
-        except ValueError:
-            raise DaalmlError(f"environment variable {name}={value!r} is not an integer") from None
-    return True
 
 
 def strategy(train: TrainConfig) -> Any:
@@ -77,8 +57,9 @@ def strategy(train: TrainConfig) -> Any:
 def launched_local_rank() -> int:
     """This process's index on its node as the launcher set it (``LOCAL_RANK``), else 0.
 
-    Work done before DDP starts (pretrained metrics, PCA fitting) uses it to pick its own GPU
-    instead of crowding every process onto GPU 0.
+    Only for work with no Trainer (``daalml evaluate``, embedding, export under a launcher): it
+    picks the process's own GPU instead of crowding every process onto GPU 0. A training run
+    takes its device from the Trainer (``trainer.strategy.root_device``).
     """
     value = os.environ.get("LOCAL_RANK", "0").strip() or "0"
     try:

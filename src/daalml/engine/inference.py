@@ -99,9 +99,12 @@ def _metrics(fn, data: RunData, cfg: Config, device: torch.device) -> dict[str, 
     )
 
 
-def pretrained_metrics(model: EmbeddingModel, data: RunData, cfg: Config) -> dict[str, Any]:
-    """The backbone's own features before any training (MLRC's `pretrained` row)."""
-    device = device_for(cfg.train.accelerator)
+def pretrained_metrics(
+    model: EmbeddingModel, data: RunData, cfg: Config, device: torch.device | None = None
+) -> dict[str, Any]:
+    """The backbone's own features before any training (MLRC's `pretrained` row), computed on
+    ``device`` (the Trainer's, in a run; else the config's choice)."""
+    device = device or device_for(cfg.train.accelerator)
     if data.features:
         return _metrics(lambda x: x, data, cfg, device)
     backbone = model.backbone
@@ -113,9 +116,11 @@ def pretrained_metrics(model: EmbeddingModel, data: RunData, cfg: Config) -> dic
         backbone.train(was_training)
 
 
-def model_metrics(module: EmbeddingModule, data: RunData, cfg: Config) -> dict[str, Any]:
-    """Test metrics of the trained embedding model."""
-    device = device_for(cfg.train.accelerator)
+def model_metrics(
+    module: EmbeddingModule, data: RunData, cfg: Config, device: torch.device | None = None
+) -> dict[str, Any]:
+    """Test metrics of the trained embedding model, computed on ``device`` (as above)."""
+    device = device or device_for(cfg.train.accelerator)
     module.to(device).eval()
     return _metrics(module, data, cfg, device)
 

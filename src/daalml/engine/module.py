@@ -40,7 +40,7 @@ class EmbeddingModule(L.LightningModule):
         self,
         cfg: Config,
         model: EmbeddingModel,
-        loss: MetricLoss,
+        loss: MetricLoss | None,
         *,
         features: bool = False,
         steps_per_epoch: int = 1,
@@ -48,17 +48,11 @@ class EmbeddingModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = model
-        self.loss = loss
-        self.features = features
         self.steps_per_epoch = steps_per_epoch
-        backbone = model.backbone
-        # parameters frozen by the config (freeze_backbone, freeze_bn) never train; the rest of
-        # the backbone is switched off only during the warm-up epochs
-        self._frozen_names = (
-            {n for n, p in backbone.named_parameters() if not p.requires_grad}
-            if backbone is not None
-            else set()
-        )
+        self.features = features
+        self._frozen_names: set[str] = set()
+        if loss is not None:
+            self.attach(loss, features=features)
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         # the last validation's figures, saved in checkpoints: best.ckpt then holds those of the
@@ -67,6 +61,21 @@ class EmbeddingModule(L.LightningModule):
         # where training stands inside an epoch, saved in checkpoints for an exact resume
         self.progress_epoch = 0
         self.progress_batches = 0
+
+    def attach(self, loss: MetricLoss, *, features: bool) -> None:
+        """Give the module its loss and its kind of input; a training run does it in ``setup``,
+        once the data (the class count, cached features or not) is built and the model's
+        backbone set to what trains (none on cached features, the top on activations)."""
+        self.loss = loss
+        self.features = features
+        trunk = self.model.backbone
+        # parameters frozen by the config (freeze_backbone, freeze_bn) never train; the rest of
+        # the backbone is switched off only during the warm-up epochs
+        self._frozen_names = (
+            {n for n, p in trunk.named_parameters() if not p.requires_grad}
+            if trunk is not None
+            else set()
+        )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.features:

@@ -16,57 +16,29 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from daalml.config import Config, save_config
+from daalml.config import Config
 from daalml.data.preprocessing import preprocessing_for
 from daalml.engine.checkpoint import (
-    META_KEY,
     PREPROCESSING_KEY,
     AtomicCheckpointIO,
     SaveOnInterrupt,
     StampCheckpoint,
     check_resumable,
-    check_weights_fit,
     load_checkpoint,
-    remove_stale_temporaries,
     resume_point,
 )
-from daalml.engine.data import RunData, prepare_data, retrieval_exclusions
+from daalml.engine.data import RunData, list_images
 from daalml.engine.datamodule import RunDataModule
-from daalml.engine.devices import device_for
-from daalml.engine.distributed import launched_as_rank_zero, strategy
-from daalml.engine.inference import embed, model_metrics, pretrained_metrics
-from daalml.engine.loggers import ProgressBar, run_loggers, trim_log
+from daalml.engine.distributed import strategy
+from daalml.engine.inference import model_metrics
+from daalml.engine.loggers import ProgressBar, run_loggers
 from daalml.engine.module import VAL_METRICS_KEY, EmbeddingModule, NonFiniteLossError
-from daalml.engine.run_record import package_version, record_run, write_json
+from daalml.engine.run_record import package_version, write_json
 from daalml.errors import DaalmlError
-from daalml.losses.registry import MetricLoss, build_loss
 from daalml.models.build import build_model
-from daalml.models.embedder import EmbeddingModel
-from daalml.models.heads import PCAHead
-from daalml.models.stages import split_backbone
+from daalml.workflows.prepare_run import PrepareRun, has_validation
 
 METRICS_FILE = "metrics.json"
-
-
-def _initialise(model: EmbeddingModel, loss: MetricLoss, data: RunData, cfg: Config) -> None:
-    """Fit a PCA head and the data-initialised loss from the non-augmented training set."""
-    head = model.head
-    needs_pca = isinstance(head, PCAHead) and not head.pca_fitted
-    if not (needs_pca or loss.needs_data_init):
-        return
-    device = device_for(cfg.train.accelerator)
-    dataset = data.train_eval if data.train_eval is not None else data.train
-    kwargs = {"batch_size": cfg.train.eval_batch_size, "device": device}
-    if data.features:
-        features, labels = embed(lambda x: x, dataset, **kwargs)
-    else:
-        model.backbone.to(device).eval()
-        features, labels = embed(model.backbone, dataset, **kwargs)
-    if needs_pca:
-        head.fit_pca(features)
-    if loss.needs_data_init:
-        embeddings = model.to("cpu").embed_features(features)
-        loss.loss.initialize_from_embeddings(embeddings, labels)
 
 
 def train(
@@ -101,45 +73,13 @@ def train(
             "(pass --resume to continue it instead)",
             stacklevel=2,
         )
-    rank_zero = launched_as_rank_zero()
-    if rank_zero:  # the other DDP processes find the run directory already written
-        output.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(checkpoints)
-        save_config(cfg, output / "config.yaml")
-        record_run(output / "run.json", cfg, start if resume else None)
-        trim_log(output / "logs" / "metrics.csv", start[0] if resume else None)
+    listed = list_images(cfg)  # a bad data.root fails here, before any weights are downloaded
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-
     model = build_model(cfg)
     prep = preprocessing_for(cfg, model.backbone)  # saved with the checkpoints
-    data = prepare_data(cfg, model.backbone)
-    excluded = retrieval_exclusions(data, cfg)
-    _check_processes(data, cfg)
-    if data.features:
-        model.backbone = None  # the head trains on cached features; keep the run light
-    elif data.activations:  # the top stages + head train on cached trunk activations
-        model.backbone = split_backbone(model.backbone, cfg.model.train_blocks).top  # type: ignore[assignment]
-    # re-seed: preparing data may or may not draw random numbers (feature cache miss or hit),
-    # and the loss's initial vertices must not depend on that
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    loss = build_loss(
-        cfg.loss.name, data.num_train_classes, cfg.model.embedding_size, cfg.loss.params
-    )
-    saved_pretrained = checkpoint[META_KEY].get("pretrained") if checkpoint else None
-    if isinstance(saved_pretrained, dict):
-        pretrained = saved_pretrained
-    elif rank_zero:
-        pretrained = pretrained_metrics(model, data, cfg)
-    else:
-        pretrained = {}  # only global rank 0 writes metrics.json and checkpoints
-    if checkpoint is None:
-        _initialise(model, loss, data, cfg)  # a resumed run gets all of it from the checkpoint
-
-    module = EmbeddingModule(cfg, model, loss, features=data.features)
-    if checkpoint is not None:
-        check_weights_fit(checkpoint, module, last)
-        checkpoint = None  # Lightning reads it again; do not hold two copies
-    has_val = data.val is not None
+    datamodule = RunDataModule(cfg, model.backbone, listed, epoch=start[0], skip=start[1])
+    module = EmbeddingModule(cfg, model, None)  # its loss comes in PrepareRun.setup
+    has_val = has_validation(cfg)
     selector = ModelCheckpoint(
         dirpath=checkpoints,
         filename="best",
@@ -157,18 +97,18 @@ def train(
         every_n_epochs=1,
         enable_version_counter=False,
     )
+    # PrepareRun adds what the data tells: num_train_classes, features, pretrained
     stamp = StampCheckpoint(
         {
             "version": package_version("daalml"),
             "config": cfg.to_dict(),
-            "num_train_classes": data.num_train_classes,
-            "features": data.features,
-            "pretrained": pretrained,
             PREPROCESSING_KEY: prep.to_dict(),
         }
     )
+    run = PrepareRun(cfg, output, start if resume else None, checkpoint, stamp)
+    del checkpoint  # PrepareRun checks it against the module, then drops it
     interrupt = SaveOnInterrupt(last)
-    callbacks: list[Callback] = [selector, latest, stamp, interrupt]
+    callbacks: list[Callback] = [run, selector, latest, stamp, interrupt]
     if has_val and cfg.train.patience:
         callbacks.append(
             EarlyStopping(monitor="val/recall@1", mode="max", patience=cfg.train.patience)
@@ -202,19 +142,20 @@ def train(
             use_distributed_sampler=False,
             log_every_n_steps=1,
         )
-        datamodule = RunDataModule(data, cfg, epoch=start[0], skip=start[1])
         _fit(trainer, module, datamodule, last if resume else None, interrupt)
     selected_epoch = _select_best(trainer, module, selector.best_model_path if has_val else "")
-    test_metrics = model_metrics(module, data, cfg)  # under DDP every rank embeds a share
+    data = datamodule.run_data
+    # under DDP every rank embeds a share
+    test_metrics = model_metrics(module, data, cfg, trainer.strategy.root_device)
     if not trainer.is_global_zero:
         return {}
     results: dict[str, Any] = dict(test_metrics)
-    results["pretrained"] = pretrained
+    results["pretrained"] = run.pretrained
     results["selected_epoch"] = int(selected_epoch)
     if has_val:  # the validation classes' figures at the selected epoch (what selection saw)
         results["validation"] = dict(module.val_metrics)
     results["skipped_images"] = len(data.skipped_images)
-    results["excluded_queries"] = excluded
+    results["excluded_queries"] = datamodule.excluded_queries
     write_json(output / METRICS_FILE, results)
     _warn_skipped(data, output)
     return results
@@ -273,24 +214,6 @@ def _fit(
             signal.signal(signal.SIGINT, previous)
     if trainer.interrupted or interrupt.requested:
         raise KeyboardInterrupt  # Ctrl-C during the last epoch's end: last.ckpt is final
-
-
-def _check_processes(data: RunData, cfg: Config) -> None:
-    """Every DDP process needs at least one validation and one test image of its own to embed."""
-    processes = cfg.train.devices * cfg.train.num_nodes
-    if data.val is not None and len(data.val) < processes:
-        raise DaalmlError(
-            f"train.val_classes={cfg.train.val_classes}: the validation split has "
-            f"{len(data.val)} images, fewer than the {processes} processes "
-            "(train.devices x train.num_nodes); raise train.val_classes"
-        )
-    for name in ("test", "query", "gallery"):
-        split = getattr(data, name)
-        if split is not None and len(split) < processes:
-            raise DaalmlError(
-                f"data.root={cfg.data.root}: the {name} split has {len(split)} images, fewer "
-                f"than the {processes} processes (train.devices x train.num_nodes)"
-            )
 
 
 def _warn_skipped(data: RunData, output: Path) -> None:
