@@ -19,13 +19,14 @@ class ImageList:
     class_names: list[str] | None = None
 
 
-def _is_image(path: Path) -> bool:
+def is_image(path: Path) -> bool:
+    """A visible file with an extension torchvision's ``ImageFolder`` accepts."""
     return (
         path.is_file() and path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".")
     )
 
 
-def _label_order(names: set[str]) -> list[str]:
+def label_order(names: set[str]) -> list[str]:
     """Integers in numeric order (so "10" follows "9"), other names as strings."""
     try:
         return sorted(names, key=int)
@@ -33,11 +34,16 @@ def _label_order(names: set[str]) -> list[str]:
         return sorted(names)
 
 
-def _from_folder(root: Path) -> ImageList:
+def class_folders(root: Path) -> dict[str, list[Path]]:
+    """Each visible sub-folder of ``root`` (sorted by name) -> its images below it, sorted;
+    folders without images are kept, with an empty list (the callers say what they do)."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    per_class = {f.name: sorted(p for p in f.rglob("*") if _is_image(p)) for f in folders}
-    per_class = {name: found for name, found in per_class.items() if found}
-    loose = sorted(p for p in root.iterdir() if _is_image(p))
+    return {f.name: sorted(p for p in f.rglob("*") if is_image(p)) for f in folders}
+
+
+def _from_folder(root: Path) -> ImageList:
+    per_class = {name: found for name, found in class_folders(root).items() if found}
+    loose = sorted(p for p in root.iterdir() if is_image(p))
     if per_class and loose:
         raise DaalmlError(
             f"image folder {root}: holds both loose images ({loose[0].name}) and class folders "
@@ -93,7 +99,7 @@ def _from_list_file(path: Path) -> ImageList:
     paths = [image for _, image, _ in rows]
     if not labelled[0]:
         return ImageList(paths=paths)
-    names = _label_order({str(label) for _, _, label in rows})
+    names = label_order({str(label) for _, _, label in rows})
     index = {name: i for i, name in enumerate(names)}
     return ImageList(paths=paths, labels=[index[str(lab)] for _, _, lab in rows], class_names=names)
 

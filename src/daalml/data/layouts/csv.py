@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from daalml.data.listing import label_order
 from daalml.data.records import DatasetSplits, ImageRecord, require_image
 from daalml.data.splits import class_disjoint_split, relabel
 from daalml.errors import DaalmlError
@@ -49,20 +50,12 @@ def _read(path: Path) -> tuple[list[tuple[int, str, str, str | None]], bool]:
     return rows, len(header) == 3
 
 
-def _label_order(labels: set[str]) -> list[str]:
-    """Sort labels numerically when all are integers (so "10" follows "9"), else as strings."""
-    try:
-        return sorted(labels, key=int)
-    except ValueError:
-        return sorted(labels)
-
-
 def load_csv(root: Path, *, train_classes: int | None = None) -> DatasetSplits:
     """Load images listed in a CSV file with a class-disjoint split."""
     if root.is_dir():
         raise DaalmlError(f"{LAYOUT} dataset expects the CSV file path, got the folder {root}")
     rows, has_split = _read(root)
-    index = {name: i for i, name in enumerate(_label_order({label for _, _, label, _ in rows}))}
+    index = {name: i for i, name in enumerate(label_order({label for _, _, label, _ in rows}))}
     records: list[ImageRecord] = []
     for line, rel_path, label, _ in rows:
         image = require_image(root.parent / rel_path, root, line)

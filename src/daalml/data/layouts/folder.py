@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from daalml.data.listing import class_folders
 from daalml.data.records import DatasetSplits, ImageRecord
 from daalml.data.splits import class_disjoint_split
 from daalml.errors import DaalmlError
@@ -20,21 +21,12 @@ from daalml.errors import DaalmlError
 LAYOUT = "folder"
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """All image files below ``folder``, sorted for a reproducible order."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMG_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    )
-
-
 def load_folder(root: Path, *, train_classes: int | None = None) -> DatasetSplits:
     """Load a class-per-folder tree with a class-disjoint split by sorted class name."""
     if not root.is_dir():
         raise DaalmlError(f"{LAYOUT} layout expected at {root}: not a directory")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    found = {name: _images_in(root / name) for name in folders}
+    found = class_folders(root)
+    folders = list(found)
     empty = [name for name, images in found.items() if not images]
     if empty:  # e.g. a metadata folder beside the class folders: not a class
         warnings.warn(
