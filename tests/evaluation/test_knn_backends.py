@@ -278,13 +278,14 @@ def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert K.resolve_backend("tiled", cpu, 1) == "tiled"
     assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS - 1) == "exact"
     assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS - 1, **big) == "tiled"
-    monkeypatch.setitem(K._bf16_speedup, "cpu", 3.0)  # bf16 beats a full fp32 search ...
-    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, **big) == "bf16"
-    # ... but not the symmetric tiled one, which multiplies half the pairs
-    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, symmetric=True, **big) == "tiled"
-    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, symmetric=True) == "bf16"
-    monkeypatch.setitem(K._bf16_speedup, "cpu", 5.0)
-    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS, symmetric=True, **big) == "bf16"
+    # "auto" never picks bf16, however fast the probe says it is: its rescoring is not
+    # bit-exact on every CPU (24 of 20,000 rows differed on an AMX Xeon)
+    for speedup in (3.0, 5.0, 50.0):
+        monkeypatch.setitem(K._bf16_speedup, "cpu", speedup)
+        assert K.resolve_backend("auto", cpu, 10**9, **big) == "tiled"
+        assert K.resolve_backend("auto", cpu, 10**9, symmetric=True, **big) == "tiled"
+        assert K.resolve_backend("auto", cpu, 10**9, symmetric=True) == "exact"
+        assert K.resolve_backend("auto", cpu, 10**9) == "exact"
     assert K.resolve_backend("auto", cuda, 10**9) == "exact"
     assert K.resolve_backend("auto", cuda, 10**9, **big) == "tiled"
     monkeypatch.setitem(K._bf16_speedup, "cpu", 1.0)

@@ -1,19 +1,21 @@
 """Exact chunked k-nearest-neighbour search by inner product (cosine on unit vectors).
 
-Three backends return the same neighbours; ``"auto"`` picks one per call:
+Three backends; ``"auto"`` picks ``"exact"`` or ``"tiled"`` per call:
 
 * ``"exact"``: fp32 matmul + topk per block of queries (the reference).
 * ``"tiled"`` (any device): fp32 by cache-sized tiles, each entry kept only if it reaches a
   per-query threshold read off a gallery sample, symmetric for leave-one-out (half the
   multiply-adds); see :mod:`daalml.evaluation.knn_tiles`. ``"auto"`` uses it wherever the
-  gallery is large enough to sample (>= 4096 items) and bf16 is not chosen.
+  gallery is large enough to sample (>= 4096 items).
 * ``"bf16"`` (CPU): a bf16 matmul scores the block; the items above a per-query threshold
   (read off a gallery sample), cut to ``k + margin``, are rescored in fp32. A certificate
   from a rigorous bound on the bf16 error (:func:`bf16_error`) proves that every item
   left out scores below the k-th rescored one; a query without one gets 4x the
   candidates, then is recomputed on the exact path. Worth it only where bf16 matmul is
-  much faster than fp32 (AVX512-BF16 or AMX: about 4x), so ``"auto"`` measures that
-  once per process instead of assuming it, and keeps small searches exact.
+  much faster than fp32 (AVX512-BF16 or AMX: about 4x). Explicit only: its rescoring
+  matched the exact path's bits on the CPUs measured before, but not on an AMX Xeon
+  (24 of 20,000 rows differed), so ``"auto"`` no longer picks it (see
+  :func:`resolve_backend`).
 
 Order is score descending, then gallery index ascending, also at the k boundary, so the
 neighbour set does not depend on the backend, the chunk size or topk's internal order. The
@@ -67,7 +69,7 @@ BF16_MIN_PAIRS = 1 << 23
 bf16 backend's per-query work (threshold, rescoring) eats its gain (measured, d=64-512)."""
 
 BF16_MIN_SPEEDUP = 2.0
-"""``"auto"`` uses bf16 only if its matmul is at least this much faster than fp32's: the
+"""(Before 2026-12-03 ``"auto"`` used bf16 if its matmul is at least this much faster than fp32's: the
 per-query work costs about what a 2x faster matmul saves at N = 5000, d = 512."""
 
 BF16_MIN_SPEEDUP_SYMMETRIC = 4.0
@@ -122,8 +124,8 @@ def resolve_backend(
 ) -> str:
     """``"exact"``, ``"bf16"`` or ``"tiled"``: the backend to search ``n_pairs`` pairs with.
 
-    ``n_gallery``, ``k`` and ``symmetric`` (leave-one-out on one set) let ``"auto"`` decide
-    whether the tiled path applies and whether bf16 beats it.
+    ``n_gallery`` and ``k`` let ``"auto"`` decide whether the tiled path applies;
+    ``n_pairs`` and ``symmetric`` are kept for callers (they chose bf16 before 2026-12-03).
     """
     if backend not in BACKENDS:
         raise DaalmlError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -133,11 +135,12 @@ def resolve_backend(
         raise DaalmlError(f"backend: 'bf16' runs on CPU tensors only, not {device.type}")
     if backend != "auto":
         return backend
-    tiled = "tiled" if knn_tiles.usable(n_gallery, k) else "exact"
-    if device.type != "cpu" or n_pairs < BF16_MIN_PAIRS:
-        return tiled
-    wanted = BF16_MIN_SPEEDUP_SYMMETRIC if symmetric and tiled == "tiled" else BF16_MIN_SPEEDUP
-    return "bf16" if bf16_speedup() >= wanted else tiled
+    # "auto" never picks "bf16": its fp32 rescoring gives the exact path's bits only where
+    # MKL's small-group GEMM adds in the order of the exact path's large one, which MKL does
+    # not promise. On a Sapphire Rapids Xeon with AMX (2026-12-03) 24 of 20,000 rows got
+    # other neighbours than backend="exact" (bench_metrics.clustered(20000, 512, 50, seed=0),
+    # k=48, leave-one-out), while "tiled" matched in every row. Exact first, speed second.
+    return "tiled" if knn_tiles.usable(n_gallery, k) else "exact"
 
 
 def bf16_matmul_is_faster() -> bool:
