@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
 
 
 class ProgressBar(TQDMProgressBar):
@@ -30,30 +32,92 @@ class ProgressBar(TQDMProgressBar):
         sys.stdout.flush()
 
 
-class _AppendingWriter(ExperimentWriter):
-    """Appends to an existing metrics.csv (Lightning deletes it): a resumed run keeps its log.
+class RunCSVLogger(Logger):
+    """Writes logs/metrics.csv and appends to an existing one, so a resumed run keeps its log.
 
-    Lightning has no public switch for this: its writer deletes the file in the private
-    ``_check_log_dir_exists``, which this overrides (and :class:`_CSVLogger` builds the writer).
-    A Logger of our own would have to copy CSVLogger's row and header handling instead.
+    Lightning's CSVLogger deletes an existing metrics.csv when it starts and has no public
+    switch against that, so this is a Logger of its own on Lightning's public interface, with
+    CSVLogger's file format: one row per logging call with its ``step``, the header the sorted
+    union of the keys (the file rewritten, atomically here, when a new key appears). Every
+    call is written at once, so a killed run keeps its log. Hyperparameters are not written
+    (the config is saved with the run).
     """
 
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-                self.metrics_keys = next(csv.reader(handle), [])
-
-
-class _CSVLogger(CSVLogger):
-    """CSVLogger writing logs/metrics.csv through :class:`_AppendingWriter`."""
+    def __init__(self, save_dir: str | Path, name: str = "logs") -> None:
+        super().__init__()
+        self._save_dir = Path(save_dir)
+        self._name = name
+        self._keys: list[str] | None = None  # the file's header, read on the first write
 
     @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self._save_dir)
+
+    @property
+    def root_dir(self) -> str:
+        return str(self._save_dir / self._name)
+
+    @property
+    def log_dir(self) -> str:
+        return self.root_dir
+
+    @property
+    def metrics_file(self) -> Path:
+        """logs/metrics.csv of the run."""
+        return self._save_dir / self._name / "metrics.csv"
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing to write: the run's config is saved in its folder and checkpoints."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        row = {key: value.item() if isinstance(value, Tensor) else value
+               for key, value in metrics.items()}
+        row["step"] = step if step is not None else 0
+        self._write(row)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        path = self.metrics_file
+        exists = path.is_file()
+        if self._keys is None:
+            self._keys = _header(path) if exists else []
+        new = set(row) - set(self._keys)
+        if new:
+            self._keys = sorted([*self._keys, *new])
+            if exists:
+                _rewrite(path, self._keys)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a" if exists else "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self._keys)
+            if not exists:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _rewrite(path: Path, fieldnames: list[str]) -> None:
+    """Rewrite ``path`` under a new header (atomically: a kill leaves the old or new file)."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def trim_log(path: Path, before_epoch: int | None) -> None:
@@ -84,10 +148,7 @@ def _epoch_of(row: dict[str, str]) -> float:
 
 def run_loggers(output: Path) -> list[Logger]:
     """logs/metrics.csv, plus TensorBoard event files when tensorboard is installed."""
-    # flushed at every logging call (once or twice an epoch), so a killed run keeps its log
-    loggers: list[Logger] = [
-        _CSVLogger(save_dir=output, name="logs", version="", flush_logs_every_n_steps=1)
-    ]
+    loggers: list[Logger] = [RunCSVLogger(save_dir=output, name="logs")]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
