@@ -109,9 +109,14 @@ def _header(path: Path) -> list[str]:
 
 
 def _rewrite(path: Path, fieldnames: list[str]) -> None:
-    """Rewrite ``path`` under a new header (atomically: a kill leaves the old or new file)."""
+    """Rewrite ``path`` under a new header."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
+    _write_rows(path, fieldnames, rows)
+
+
+def _write_rows(path: Path, fieldnames: list[str], rows: list[dict[str, str]]) -> None:
+    """Replace ``path`` by ``rows`` atomically: a kill leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames)
@@ -131,12 +136,7 @@ def trim_log(path: Path, before_epoch: int | None) -> None:
         reader = csv.DictReader(handle)
         header = sorted(reader.fieldnames or [])
         rows = [row for row in reader if _epoch_of(row) < before_epoch]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    _write_rows(path, header, rows)
 
 
 def _epoch_of(row: dict[str, str]) -> float:
