@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from daalml.data.layouts import DATASETS, categories_of, load_splits
+from daalml.data.layouts import DATASETS, load_splits
 from daalml.data.records import DatasetSplits, ImageRecord
+from daalml.data.registry import categories_of
 from daalml.errors import DaalmlError
 from tests.data.builders import make_cars, make_csv, make_cub, make_folder, make_inshop, make_sop
 

@@ -14,6 +14,7 @@ from daalml.data.preprocessing import preprocessing_for
 from daalml.data.registry import (
     BuiltDatasets,
     available_datasets,
+    categories_of,
     dataset_entry,
     register_dataset,
 )
@@ -56,6 +57,17 @@ def test_a_registered_layout_is_named_in_a_config_and_built(datasets, tmp_path: 
     data = prepare_data(cfg, model.backbone)
     assert calls == [None]
     assert data.num_train_classes == 2 and data.test is not None and len(data.test) == 6
+
+
+def test_a_registered_layout_brings_its_categories(datasets, tmp_path: Path) -> None:
+    """Categories (per_category metrics) come from the registry entry, not a table of names."""
+    splits = load_folder(make_folder(tmp_path / "data"), train_classes=None)
+    assert categories_of("folder", splits.test) is None
+    assert registry.dataset_entry("sop").category is not None
+    register_dataset(
+        "grouped", layout=load_folder, category=lambda record: record.class_name[:1]
+    )
+    assert categories_of("grouped", splits.test) == [r.class_name[:1] for r in splits.test]
 
 
 def test_a_registered_build_gives_its_channels_and_preprocessing(datasets, tmp_path) -> None:

@@ -4,8 +4,9 @@ An entry is either an image-file *layout* (``layout(root, *, train_classes)`` re
 class-disjoint records of :class:`~daalml.data.records.DatasetSplits`; the engine decodes,
 checks, transforms and caches them) or an in-memory *build* (``build(cfg, cache_dir)``
 returns :class:`BuiltDatasets`, whole). Either way the entry carries the metadata the layers
-above need without naming a dataset: the images' ``channels`` and, where the model's input is
-not the usual resized and normalised photo, its ``preprocessing``. ``data.dataset`` in a config
+above need without naming a dataset: the images' ``channels``, where the model's input is
+not the usual resized and normalised photo its ``preprocessing``, and where the layout groups
+its classes (SOP super-classes, In-Shop clothing types) each image's ``category``. ``data.dataset`` in a config
 may name any registered entry.
 """
 
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import Dataset
 
 from daalml.data.layouts import _LOADERS
-from daalml.data.records import DatasetSplits, require_root
+from daalml.data.layouts.inshop import category as inshop_category
+from daalml.data.layouts.sop import category as sop_category
+from daalml.data.records import DatasetSplits, ImageRecord, require_root
 from daalml.errors import DaalmlError, check_registration
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 Layout = Callable[..., DatasetSplits]
 Build = Callable[[Any, Path], "BuiltDatasets"]
 InputForm = Callable[[Any, int], "Preprocessing"]
+Category = Callable[[ImageRecord], str]
 
 
 @dataclass
@@ -51,6 +55,7 @@ class DatasetEntry:
     build: Build | None = None
     channels: int = 3  # image channels: the backbone's input is built for them
     preprocessing: InputForm | None = None  # (cfg, channels) -> evaluation input; None: photos
+    category: Category | None = None  # an image's category (per_category metrics); None: none
 
 
 def _build_glyphs(cfg: Any, cache_dir: Path) -> BuiltDatasets:
@@ -67,6 +72,8 @@ def _glyph_input(cfg: Any, channels: int) -> Preprocessing:
 
 _REGISTRY: dict[str, DatasetEntry] = {
     **{name: DatasetEntry(name, layout=layout) for name, layout in _LOADERS.items()},
+    "sop": DatasetEntry("sop", layout=_LOADERS["sop"], category=sop_category),
+    "inshop": DatasetEntry("inshop", layout=_LOADERS["inshop"], category=inshop_category),
     "glyphs": DatasetEntry("glyphs", build=_build_glyphs, channels=1, preprocessing=_glyph_input),
 }
 
@@ -78,6 +85,7 @@ def register_dataset(
     build: Build | None = None,
     channels: int = 3,
     preprocessing: InputForm | None = None,
+    category: Category | None = None,
     replace: bool = False,
 ) -> None:
     """Make ``data.dataset: name`` load with ``layout`` (image files) or ``build`` (in memory)."""
@@ -88,7 +96,7 @@ def register_dataset(
             f"dataset {name!r}: channels must be a positive integer, got {channels!r}"
         )
     check_registration("dataset", name, _REGISTRY, replace=replace)
-    _REGISTRY[name] = DatasetEntry(name, layout, build, channels, preprocessing)
+    _REGISTRY[name] = DatasetEntry(name, layout, build, channels, preprocessing, category)
 
 
 def available_datasets() -> tuple[str, ...]:
@@ -101,6 +109,12 @@ def dataset_entry(name: str) -> DatasetEntry:
     if name not in _REGISTRY:
         raise DaalmlError(f"unknown dataset {name!r}; valid: {', '.join(available_datasets())}")
     return _REGISTRY[name]
+
+
+def categories_of(name: str, records: list[ImageRecord]) -> list[str] | None:
+    """Each record's category where the entry has them, for the metrics' ``categories``."""
+    category = dataset_entry(name).category
+    return None if category is None else [category(record) for record in records]
 
 
 def load_layout(name: str, root: str | Path, *, train_classes: int | None = None) -> DatasetSplits:

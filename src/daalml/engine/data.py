@@ -21,10 +21,9 @@ from daalml.data.activations import CachedActivations, cached_activations, weigh
 from daalml.data.cache import cached_features
 from daalml.data.dataset import ImageDataset
 from daalml.data.images import check_images
-from daalml.data.layouts import categories_of
 from daalml.data.preprocessing import preprocessing_for
 from daalml.data.records import ImageRecord
-from daalml.data.registry import BuiltDatasets, dataset_entry, load_layout
+from daalml.data.registry import BuiltDatasets, categories_of, dataset_entry, load_layout
 from daalml.data.splits import carve_validation
 from daalml.data.transforms import describe_transform, train_transform
 from daalml.engine.devices import device_for

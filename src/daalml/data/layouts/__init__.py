@@ -13,11 +13,9 @@ from daalml.data.layouts.cars import load_cars
 from daalml.data.layouts.csv import load_csv
 from daalml.data.layouts.cub import load_cub
 from daalml.data.layouts.folder import load_folder
-from daalml.data.layouts.inshop import category as inshop_category
 from daalml.data.layouts.inshop import load_inshop
-from daalml.data.layouts.sop import category as sop_category
 from daalml.data.layouts.sop import load_sop
-from daalml.data.records import DatasetSplits, ImageRecord, require_root
+from daalml.data.records import DatasetSplits, require_root
 from daalml.errors import DaalmlError
 
 DATASETS = ("cub200", "cars196", "sop", "inshop", "folder", "csv")
@@ -30,19 +28,6 @@ _LOADERS: dict[str, Callable[..., DatasetSplits]] = {
     "folder": load_folder,
     "csv": load_csv,
 }
-
-
-_CATEGORIES: dict[str, Callable[[ImageRecord], str]] = {
-    "sop": sop_category,
-    "inshop": inshop_category,
-}
-
-
-def categories_of(dataset: str, records: list[ImageRecord]) -> list[str] | None:
-    """Each record's category where the layout has them (SOP super-classes, In-Shop
-    clothing types), for the metrics' ``categories``; None for the other layouts."""
-    category = _CATEGORIES.get(dataset)
-    return None if category is None else [category(r) for r in records]
 
 
 def load_splits(
@@ -61,4 +46,4 @@ def load_splits(
     return splits
 
 
-__all__ = ["DATASETS", "categories_of", "load_splits"]
+__all__ = ["DATASETS", "load_splits"]
