@@ -276,8 +276,8 @@ def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert K.resolve_backend("exact", cpu, 10**9) == "exact"
     assert K.resolve_backend("bf16", cpu, 1) == "bf16"
     assert K.resolve_backend("tiled", cpu, 1) == "tiled"
-    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS - 1) == "exact"
-    assert K.resolve_backend("auto", cpu, K.BF16_MIN_PAIRS - 1, **big) == "tiled"
+    assert K.resolve_backend("auto", cpu, (1 << 23) - 1) == "exact"
+    assert K.resolve_backend("auto", cpu, (1 << 23) - 1, **big) == "tiled"
     # "auto" never picks bf16, however fast the probe says it is: its rescoring is not
     # bit-exact on every CPU (24 of 20,000 rows differed on an AMX Xeon)
     for speedup in (3.0, 5.0, 50.0):

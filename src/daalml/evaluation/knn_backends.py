@@ -64,17 +64,11 @@ DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
 Block = tuple[int, torch.Tensor, torch.Tensor]
 
-BF16_MIN_PAIRS = 1 << 23
-"""``"auto"`` searches fewer query x gallery pairs than this exactly: below ~3000 x 3000 the
-bf16 backend's per-query work (threshold, rescoring) eats its gain (measured, d=64-512)."""
-
 BF16_MIN_SPEEDUP = 2.0
-"""(Before 2026-12-03 ``"auto"`` used bf16 if its matmul is at least this much faster than fp32's: the
-per-query work costs about what a 2x faster matmul saves at N = 5000, d = 512."""
-
-BF16_MIN_SPEEDUP_SYMMETRIC = 4.0
-"""For leave-one-out the tiled fp32 path multiplies only half the pairs, so bf16 (which
-multiplies all) must be twice as fast again (a multiply-add count, not a measurement)."""
+""":func:`bf16_matmul_is_faster` says yes at this bf16/fp32 matmul speedup: the bf16
+backend's per-query work costs about what a 2x faster matmul saves at N = 5000, d = 512.
+(Until 2026-12-03 ``"auto"`` chose bf16 by this and a 4x rule for leave-one-out; it no
+longer chooses bf16, see :func:`resolve_backend`.)"""
 
 MARGIN_MIN = 16
 """Candidates beyond k: ``max(MARGIN_MIN, k // 4)``, times the current widening factor."""
