@@ -7,14 +7,16 @@ each of ``--repeats`` rounds (medians reported, with the spread): our full evalu
 r_precision, mean_average_precision_at_r, NMI), the machine's GEMM floor (the one
 N x N x d fp32 product, 1024 rows at a time, results discarded) and our k-means alone
 (its share of the full time). Then the kNN search alone (daalml.metrics.knn vs PML's
-FaissKNN). The check column compares the metrics with PML's, the neighbours with PML's,
+FaissKNN; on CPU also the tiled path's previous threshold-scan merge, side by side with
+the heap merge that now runs there). The check column compares the metrics with PML's, the neighbours with PML's,
 and the backend that ran with the plain exact one (untimed). Prints the CPU features
 found, the backend chosen, peak RSS; a markdown table; asserts nothing.
 
 A second table says where our time goes, each stage timed on its own in the same rounds:
 the search, and for the tiled path its tile products alone (the tiles it multiplies,
-shared among its workers as in the search) and its sample thresholds, the rest of the
-search (scan of the tiles, merge, top-k, redone rows) being the difference; k-means
+shared among its workers as in the search) and, on a GPU, its sample thresholds, the rest
+of the search (on CPU the faiss-heap merge, on a GPU the threshold scan; top-k, redone
+rows) being the difference; k-means
 seeding and Lloyd iterations; the metrics from precomputed neighbours. Process CPU
 seconds next to the wall time of the full evaluation and of the floor give a ratio that
 other processes on a shared machine disturb less.
@@ -131,14 +133,14 @@ def _block(x: torch.Tensor) -> int:
 def tile_products(x: torch.Tensor) -> None:
     """The tiled leave-one-out search's products alone: the tiles on and above the diagonal,
     sweep by sweep, shared among its workers as the search shares them (results discarded)."""
-    bounds = _knn_blocks._bounds(x.shape[0], _block(x))
+    bounds = _knn_blocks.block_bounds(x.shape[0], _block(x))
     with _knn_blocks.worker_pool(x.device) as (pool, workers):
         for i in range(len(bounds) - 1):
             x_i = x[bounds[i] : bounds[i + 1]]
 
             def part(tiles: list[int], x_i: torch.Tensor = x_i) -> None:
                 for j in tiles:
-                    _knn_blocks._tile(x_i, x[bounds[j] : bounds[j + 1]])
+                    _knn_blocks.tile_product(x_i, x[bounds[j] : bounds[j + 1]])
 
             tiles = list(range(i, len(bounds) - 1))
             list(pool.map(part, [tiles[w::workers] for w in range(workers)]))
@@ -183,8 +185,16 @@ def stage_fns(
     }
     if backend == "tiled":
         fns["products"] = lambda: tile_products(xt)
-        fns["thresholds"] = lambda: sample_thresholds(xt, k)
+        if xt.device.type != "cpu":  # the heap merge on CPU needs no thresholds
+            fns["thresholds"] = lambda: sample_thresholds(xt, k)
     return fns
+
+
+def path_name(backend: str, device: torch.device) -> str:
+    """The backend and, for "tiled", how its tiles are merged on this device."""
+    if backend != "tiled":
+        return backend
+    return "tiled (heaps)" if device.type == "cpu" else "tiled (scan)"
 
 
 def stage_rows(
@@ -196,7 +206,7 @@ def stage_rows(
     for clock, ts in (("wall", times), ("CPU", cpu)):
         m = {name: statistics.median(t) for name, t in ts.items()}
         if "products" in m:
-            m["rest"] = m["search"] - m["products"] - m["thresholds"]
+            m["rest"] = m["search"] - m["products"] - m.get("thresholds", 0.0)
         full = m["ours"]
 
         def cell(name: str, m: dict[str, float] = m, full: float = full) -> str:
@@ -215,7 +225,7 @@ def stage_rows(
 
 STAGE_HEADER = (
     "| N | path | clock | full s | GEMM floor s | full / floor | search | tile products |"
-    " thresholds | scan + merge (rest) | k-means seeding | Lloyd | metrics |"
+    " thresholds | scan or heaps + merge (rest) | k-means seeding | Lloyd | metrics |"
     "\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
@@ -265,10 +275,11 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
         floor_cols = f"{med(times['floor'])} | {t_ours / statistics.median(times['floor']):.2f} |"
     share = statistics.median(times["kmeans"]) / t_ours
     n_classes = len(np.unique(y))
-    head = f"| {n} | {n_classes} | {backend} |"
+    path = path_name(backend, device)
+    head = f"| {n} | {n_classes} | {path} |"
     stages: list[str] = []
     if not args.skip_stages:
-        stages = stage_rows(f"| {n} | {backend} |", times, cpu, out["lloyd"][1])
+        stages = stage_rows(f"| {n} | {path} |", times, cpu, out["lloyd"][1])
     if args.skip_pml:
         pml_cols, check = "- | - |", f"NMI {ours['nmi']:.4f}"
     else:
@@ -291,6 +302,9 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
         "ours": lambda: knn(xt, xt, k, exclude_self=True),
         "pml": lambda: FaissKNN()(xc, k, xc, True),
     }
+    if path == "tiled (heaps)":  # the CPU's previous merge, side by side
+        unit = torch.nn.functional.normalize(xt, dim=1)
+        knn_fns["scan"] = lambda: list(_knn_blocks.iter_blocks(unit, unit, k, exclude_self=True))
     out, times, _ = in_turns(args.repeats, knn_fns, device)
     (_, idx_ours), (_, idx_pml) = out["ours"], out["pml"]
     same = float((idx_ours.cpu() == idx_pml).float().mean())
@@ -303,6 +317,13 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
         f"{head} kNN k={k} | {med(times['ours'])} | {med(times['pml'])} |"
         f" {t_ours / t_pml:.2f} | | | | {check} |"
     )
+    if "scan" in times:
+        t_scan = statistics.median(times["scan"])
+        rows.append(
+            f"| {n} | {n_classes} | tiled (scan) | kNN k={k} | {med(times['scan'])} |"
+            f" {med(times['pml'])} | {t_scan / t_pml:.2f} | | | | heaps / scan"
+            f" {t_ours / t_scan:.2f} |"
+        )
     return rows, stages
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import daalml.evaluation.kmeans as KM
 import daalml.evaluation.knn_backends as K
+import daalml.evaluation.knn_heaps as H
 import daalml.evaluation.knn_tiles as T
 from daalml.errors import DaalmlError
 from daalml.metrics import knn, query_gallery_metrics, retrieval_metrics
@@ -70,18 +71,30 @@ def sample_small_galleries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "SAMPLE_MIN_RATIO", 2)
 
 
-@pytest.fixture
-def redo_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Number of queries each exact redo recomputes."""
+def count_rows(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """Replace ``module.name`` (a redo taking (q, gallery, k, self_idx)) by a spy that
+    records how many queries each call recomputes."""
     calls: list[int] = []
-    original = K._exact_block
+    original = getattr(module, name)
 
     def spy(q, gallery, k, self_idx):
         calls.append(q.shape[0])
         return original(q, gallery, k, self_idx)
 
-    monkeypatch.setattr(K, "_exact_block", spy)
+    monkeypatch.setattr(module, name, spy)
     return calls
+
+
+@pytest.fixture
+def redo_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Number of queries each exact redo of the bf16 backend recomputes."""
+    return count_rows(monkeypatch, K, "_exact_block")
+
+
+@pytest.fixture
+def tile_redo_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Number of queries each redo of the tiled paths (scan or heaps) recomputes."""
+    return count_rows(monkeypatch, T, "exact_rows")
 
 
 # --- bf16 agrees with exact ---------------------------------------------------------------
@@ -313,11 +326,15 @@ def test_probe_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- the tiled fp32 backend -------------------------------------------------------------
 
 
+TILED = pytest.mark.parametrize("impl", [T, H], ids=["scan", "heaps"])
+"""The threshold scan (any device) and the faiss-heap merge (CPU, what "tiled" runs there)."""
+
+
 def tiled(
-    q: torch.Tensor, g: torch.Tensor, k: int, exclude_self: bool, block: int
+    q: torch.Tensor, g: torch.Tensor, k: int, exclude_self: bool, block: int, impl=T
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    blocks = list(T.iter_blocks(q, g, k, exclude_self=exclude_self, block=block))
-    assert [b[0] for b in blocks] == T._bounds(q.shape[0], block)[:-1]
+    blocks = list(impl.iter_blocks(q, g, k, exclude_self=exclude_self, block=block))
+    assert [b[0] for b in blocks] == T.block_bounds(q.shape[0], block)[:-1]
     return torch.cat([b[1] for b in blocks]), torch.cat([b[2] for b in blocks])
 
 
@@ -333,13 +350,14 @@ def tiled(
         (500, 500, 16, 60, True, 4096),  # one tile
     ],
 )
+@TILED
 def test_tiled_matches_exact_on_random_data(
-    n_q: int, n_g: int, d: int, k: int, exclude_self: bool, block: int
+    n_q: int, n_g: int, d: int, k: int, exclude_self: bool, block: int, impl
 ) -> None:
     g = random_unit(n_g, d, seed=n_g)
     q = g[:n_q] if exclude_self else random_unit(n_q, d, seed=n_q + 1)
     exact = knn(q, g, k, exclude_self=exclude_self, backend="exact")
-    scores, idx = tiled(q, g, k, exclude_self, block)
+    scores, idx = tiled(q, g, k, exclude_self, block, impl)
     assert torch.equal(idx, exact[1])
     torch.testing.assert_close(scores, exact[0], rtol=0, atol=1e-6)  # GEMM shapes differ
     assert torch.equal(knn(q, g, k, exclude_self=exclude_self, backend="tiled")[1], exact[1])
@@ -347,27 +365,23 @@ def test_tiled_matches_exact_on_random_data(
 
 @pytest.mark.parametrize("exclude_self", [True, False])
 @pytest.mark.parametrize("block", [32, 48, 4096])
-def test_tiled_ties_and_duplicates_resolved_by_index(exclude_self: bool, block: int) -> None:
+@TILED
+def test_tiled_ties_and_duplicates_resolved_by_index(exclude_self: bool, block: int, impl) -> None:
     base = dyadic_unit(150, 8, seed=1)
     g = torch.cat([base, base[:40], base[:10]])
     q = g if exclude_self else dyadic_unit(70, 8, seed=2)
     ref_scores, ref_idx = reference(q, g, 25, exclude_self)
-    scores, idx = tiled(q, g, 25, exclude_self, block)
+    scores, idx = tiled(q, g, 25, exclude_self, block, impl)
     assert idx.numpy().tolist() == ref_idx.tolist()
     assert scores.numpy().tolist() == ref_scores.astype(np.float32).tolist()
 
 
-def test_tiled_rows_without_enough_entries_are_redone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiled_rows_without_enough_entries_are_redone(
+    monkeypatch: pytest.MonkeyPatch, tile_redo_counter: list[int]
+) -> None:
     g = random_unit(600, 16, seed=7)
     exact = knn(g, g, 9, exclude_self=True, backend="exact")
-    redone: list[int] = []
-    original = T.exact_rows
-
-    def spy(q, gallery, k, self_idx):
-        redone.append(q.shape[0])
-        return original(q, gallery, k, self_idx)
-
-    monkeypatch.setattr(T, "exact_rows", spy)
+    redone = tile_redo_counter
     for fake in (0.999, float("-inf")):  # keeps < k: too high; keeps all: past the cap
         monkeypatch.setattr(T, "_thresholds", lambda q, *a, v=fake: torch.full((len(q),), v))
         monkeypatch.setattr(T, "CAP_FACTOR", 0)  # cap = k: every row past it with -inf
@@ -377,7 +391,8 @@ def test_tiled_rows_without_enough_entries_are_redone(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize("exclude_self", [True, False])
-def test_tiled_does_not_depend_on_workers_and_closes_early(exclude_self: bool) -> None:
+@TILED
+def test_tiled_does_not_depend_on_workers_and_closes_early(exclude_self: bool, impl) -> None:
     """The next sweep runs while a finished block is merged and used: same neighbours for
     1-3 workers, and a search left after its first block restores torch's threads."""
     g = random_unit(700, 16, seed=11)
@@ -385,13 +400,49 @@ def test_tiled_does_not_depend_on_workers_and_closes_early(exclude_self: bool) -
     exact = knn(q, g, 12, exclude_self=exclude_self, backend="exact")[1]
     threads = torch.get_num_threads()
     for workers in (1, 2, 3):
-        blocks = T.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
+        blocks = impl.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
         idx = [b[2].clone() for b in blocks]
         assert torch.equal(torch.cat(idx), exact)
-        first = T.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
+        first = impl.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
         assert torch.equal(next(first)[2], exact[:64])
         first.close()
         assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_heaps_redo_the_rows_tied_at_the_k_boundary(
+    tile_redo_counter: list[int], exclude_self: bool
+) -> None:
+    """faiss's heaps may keep a higher index at an exact tie: such rows fail the
+    certificate and are recomputed, and only those (a gallery without ties redoes none)."""
+    redone = tile_redo_counter
+    base = dyadic_unit(150, 8, seed=1)
+    g = torch.cat([base, base[:40], base[:10]])
+    q = g if exclude_self else dyadic_unit(70, 8, seed=2)
+    ref_idx = reference(q, g, 25, exclude_self)[1]
+    assert tiled(q, g, 25, exclude_self, 32, H)[1].numpy().tolist() == ref_idx.tolist()
+    assert sum(redone) > 0
+    redone.clear()
+    g = random_unit(600, 16, seed=7)
+    assert torch.equal(tiled(g, g, 9, True, 64, H)[1], knn(g, g, 9, exclude_self=True)[1])
+    assert redone == []
+
+
+def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = H.iter_blocks
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(H, "iter_blocks", spy)
+    g = random_unit(5000, 16, seed=5)
+    assert torch.equal(knn(g, g, 10, exclude_self=True)[1], knn(g, g, 10, exclude_self=True,
+                                                             backend="exact")[1])
+    assert calls == [1]
+    with pytest.raises(ValueError, match="CPU"):
+        next(H.iter_blocks(g.to("meta"), g.to("meta"), 10, exclude_self=True))
 
 
 def test_score_keys_order_like_score_then_lower_index() -> None:

@@ -45,7 +45,7 @@ from typing import Literal
 import torch
 
 from daalml.errors import DaalmlError
-from daalml.evaluation import knn_tiles
+from daalml.evaluation import knn_heaps, knn_tiles
 
 __all__ = [
     "BACKENDS",
@@ -234,7 +234,8 @@ def _iter_knn(
         backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self
     )
     if chosen == "tiled":
-        yield from knn_tiles.iter_blocks(query, gallery, k, exclude_self=exclude_self)
+        tiled = knn_heaps if query.device.type == "cpu" else knn_tiles
+        yield from tiled.iter_blocks(query, gallery, k, exclude_self=exclude_self)
         return
     if chosen == "exact":
         for start in range(0, n_q, chunk_size):

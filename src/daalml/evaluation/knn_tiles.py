@@ -35,11 +35,15 @@ import torch
 __all__ = [
     "CPU_BLOCK",
     "CUDA_BLOCK",
+    "Block",
+    "block_bounds",
     "decode_keys",
     "exact_rows",
     "iter_blocks",
+    "mask_self",
     "sample_rank",
     "score_keys",
+    "tile_product",
     "usable",
     "worker_pool",
 ]
@@ -147,7 +151,7 @@ def _collect(
     thr.masked_fill_(count > cap, float("inf"))
 
 
-def _bounds(n: int, block: int) -> list[int]:
+def block_bounds(n: int, block: int) -> list[int]:
     """Block starts and the end: ``block`` rows each (a multiple of SEGMENT when ``block``
     is), the last one between GEMM_MIN_ROWS and ``block + GEMM_MIN_ROWS`` if n allows."""
     starts = list(range(0, n, block))
@@ -156,7 +160,7 @@ def _bounds(n: int, block: int) -> list[int]:
     return [*starts, n]
 
 
-def _tile(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def tile_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b.T`` with both padded to at least GEMM_MIN_ROWS rows (see the module docstring)."""
     n_a, n_b = a.shape[0], b.shape[0]
     if n_a >= GEMM_MIN_ROWS and n_b >= GEMM_MIN_ROWS:
@@ -242,7 +246,7 @@ def _thresholds(
     """Per query (rows ``start`` on), its ``rank``-th best score in the gallery sample
     (its own column left out)."""
     index, rows_of_sample, rank = sample
-    sim = _tile(q, rows_of_sample)
+    sim = tile_product(q, rows_of_sample)
     if exclude_self:
         rows = torch.arange(start, start + q.shape[0], device=q.device)
         pos = torch.searchsorted(index, rows).clamp(max=index.shape[0] - 1)
@@ -310,8 +314,8 @@ def _search(
     and is the only one to touch the rows of its blocks j; sweeps are separated by a join.
     """
     symmetric = exclude_self and (query is gallery or torch.equal(query, gallery))
-    q_bounds = _bounds(query.shape[0], block)
-    g_bounds = q_bounds if symmetric else _bounds(gallery.shape[0], block)
+    q_bounds = block_bounds(query.shape[0], block)
+    g_bounds = q_bounds if symmetric else block_bounds(gallery.shape[0], block)
     starts = list(range(0, query.shape[0], block))
     sample = _sample(gallery, k)
     parts = pool.map(lambda s: _thresholds(query[s : s + block], s, sample, exclude_self), starts)
@@ -370,9 +374,9 @@ def _sweep_part(
     own_chunks: list = []
     for j in tiles:
         j0, j1 = g_bounds[j], g_bounds[j + 1]
-        sim = _tile(x_i, gallery[j0:j1])
+        sim = tile_product(x_i, gallery[j0:j1])
         if exclude_self and j0 < i1 and i0 < j1:
-            _mask_self(sim, i0, j0)
+            mask_self(sim, i0, j0)
         _collect(sim, j0, False, own_thr, own_count, own_chunks, kept.cap)
         if symmetric and j > i:
             _collect(sim, i0, True, *kept.rows(j), kept.cap)
@@ -383,14 +387,14 @@ def exact_rows(
     q: torch.Tensor, gallery: torch.Tensor, k: int, self_idx: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain fp32 top k of a few queries against the whole gallery (keys break ties)."""
-    sim = _tile(q, gallery)
+    sim = tile_product(q, gallery)
     if self_idx is not None:
         sim[torch.arange(q.shape[0], device=q.device), self_idx] = float("-inf")
     cols = torch.arange(gallery.shape[0], device=q.device)
     return decode_keys(torch.topk(score_keys(sim, cols.expand_as(sim)), k, dim=1).values)
 
 
-def _mask_self(sim: torch.Tensor, i0: int, j0: int) -> None:
+def mask_self(sim: torch.Tensor, i0: int, j0: int) -> None:
     """Set the entries of pairs (i, i) inside the tile at (i0, j0) to -inf."""
     n_rows, n_cols = sim.shape
     lo, hi = max(i0, j0), min(i0 + n_rows, j0 + n_cols)

@@ -1,0 +1,161 @@
+"""Exact fp32 k-nearest-neighbour search on CPU by tiles merged into faiss's C++ heaps.
+
+The tiles are those of :mod:`daalml.evaluation.knn_tiles` (same shapes, so each pair gets
+the bits of the plain path's product; for leave-one-out only the tiles on and above the
+diagonal, each serving its rows and, transposed, its columns). Instead of a threshold scan
+in many small torch operations, each tile goes in one call into per-row min-heaps of
+``k + 1`` entries kept by faiss (``float_minheap_array_t.addn``: one comparison per entry
+in C++, a heap update for the few that enter), which is why this path runs on CPU tensors
+only; on a GPU the scan of :mod:`knn_tiles` runs.
+
+Every worker thread keeps its own heaps for all rows, so no two threads ever write the same
+memory and no lock is needed; a row's candidates are the union of its heaps. faiss's heaps
+keep an entry only if it beats the smallest kept one, so at an exact tie they may keep a
+higher index than ours. The result is still exact: every entry a heap left out scores at
+most that heap's smallest kept value, so whenever the k-th best of the union scores above
+the largest of those minima, the union holds the true top k, ordered here by keys that sort
+like (score descending, index ascending). A row where it does not (a tie at the k
+boundary) is recomputed on the plain path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import faiss
+import numpy as np
+import torch
+
+from daalml.evaluation import knn_tiles as tiles
+
+__all__ = ["iter_blocks"]
+
+
+class _Heaps:
+    """The best ``size`` (score, column) of every row, in faiss's C++ min-heaps."""
+
+    def __init__(self, n_rows: int, size: int) -> None:
+        self.val = np.empty((n_rows, size), dtype=np.float32)
+        self.ids = np.empty((n_rows, size), dtype=np.int64)
+        self.heap = faiss.float_minheap_array_t()
+        self.heap.nh, self.heap.k = n_rows, size
+        self.heap.val, self.heap.ids = faiss.swig_ptr(self.val), faiss.swig_ptr(self.ids)
+        self.heap.heapify()  # empty slots hold -FLT_MAX and index -1
+
+    def add(self, scores: torch.Tensor, row0: int, col0: int) -> None:
+        """Offer ``scores`` (rows ``row0`` on, columns ``col0`` on; C-contiguous fp32)."""
+        array = scores.numpy()
+        self.heap.addn(array.shape[1], faiss.swig_ptr(array), col0, row0, array.shape[0])
+
+
+def iter_blocks(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    *,
+    exclude_self: bool,
+    block: int = tiles.CPU_BLOCK,
+    workers: int | None = None,
+) -> Iterator[tiles.Block]:
+    """Yield ``(start, scores, indices)`` per block of queries, best first, exactly.
+
+    Inputs are L2-normalised fp32 CPU tensors and ``k`` <= the available gallery size. With
+    ``exclude_self`` query row i is gallery row i; if both hold the same values, only tiles
+    on and above the diagonal are multiplied. The tiles of a sweep are shared among
+    ``workers`` Python threads (default: torch's thread count) that run torch and faiss
+    single-threaded.
+    """
+    if query.device.type != "cpu":
+        raise ValueError("knn_heaps runs on CPU tensors; knn_tiles serves other devices")
+    with tiles.worker_pool(query.device, workers) as (pool, n_workers):
+        yield from _search(query, gallery, k, exclude_self, block, n_workers, pool)
+
+
+def _search(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude_self: bool,
+    block: int,
+    workers: int,
+    pool: ThreadPoolExecutor,
+) -> Iterator[tiles.Block]:
+    """The sweeps of :func:`iter_blocks`; sweep i + 1 runs while block i is finished."""
+    symmetric = exclude_self and (query is gallery or torch.equal(query, gallery))
+    q_bounds = tiles.block_bounds(query.shape[0], block)
+    g_bounds = q_bounds if symmetric else tiles.block_bounds(gallery.shape[0], block)
+    heaps = [_Heaps(query.shape[0], k + 1) for _ in range(workers)]
+    n_blocks = len(q_bounds) - 1
+
+    def start_sweep(i: int) -> list[Future]:
+        todo = list(range(i if symmetric else 0, len(g_bounds) - 1))
+        return [
+            pool.submit(
+                _sweep_part, query, gallery, q_bounds, g_bounds, i, todo[w::workers], heaps[w],
+                exclude_self, symmetric,
+            )
+            for w in range(workers)
+        ]
+
+    running = start_sweep(0)
+    for i in range(n_blocks):
+        for part in running:
+            part.result()
+        running = start_sweep(i + 1) if i + 1 < n_blocks else []
+        lo, hi = q_bounds[i], q_bounds[i + 1]
+        yield lo, *_finish(query[lo:hi], gallery, k, lo, heaps, exclude_self)
+
+
+def _sweep_part(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    q_bounds: list[int],
+    g_bounds: list[int],
+    i: int,
+    todo: list[int],
+    heaps: _Heaps,
+    exclude_self: bool,
+    symmetric: bool,
+) -> None:
+    """One worker's tiles (i, j) of sweep i, offered to its own heaps: the rows of block i
+    and, for a symmetric tile above the diagonal, the rows of block j (transposed)."""
+    faiss.omp_set_num_threads(1)  # this thread's OpenMP setting only: addn stays serial
+    i0, i1 = q_bounds[i], q_bounds[i + 1]
+    x_i = query[i0:i1]
+    widest = max(b - a for a, b in itertools.pairwise(g_bounds))
+    buffer = torch.empty(widest * (i1 - i0))  # the transposed tile, reused
+    for j in todo:
+        j0, j1 = g_bounds[j], g_bounds[j + 1]
+        sim = tiles.tile_product(x_i, gallery[j0:j1]).contiguous()
+        if exclude_self and j0 < i1 and i0 < j1:
+            tiles.mask_self(sim, i0, j0)
+        heaps.add(sim, i0, j0)
+        if symmetric and j > i:
+            columns = buffer[: sim.numel()].view(sim.shape[1], sim.shape[0])
+            columns.copy_(sim.T)
+            heaps.add(columns, j0, i0)
+
+
+def _finish(
+    x_i: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    start: int,
+    heaps: list[_Heaps],
+    exclude_self: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact top k of the rows ``start`` on from the union of their heaps."""
+    end = start + x_i.shape[0]
+    values = torch.cat([torch.from_numpy(h.val[start:end]) for h in heaps], dim=1)
+    columns = torch.cat([torch.from_numpy(h.ids[start:end]) for h in heaps], dim=1)
+    # Each heap's root is its smallest kept value: all it left out score at most that.
+    left_out_max = torch.stack([torch.from_numpy(h.val[start:end, 0]) for h in heaps]).amax(0)
+    keys = torch.topk(tiles.score_keys(values, columns), k, dim=1, sorted=True).values
+    scores, indices = tiles.decode_keys(keys)
+    rows = torch.nonzero(scores[:, k - 1] <= left_out_max).squeeze(1)
+    if rows.numel():
+        self_idx = rows + start if exclude_self else None
+        scores[rows], indices[rows] = tiles.exact_rows(x_i[rows], gallery, k, self_idx)
+    return scores, indices
