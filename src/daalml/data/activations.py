@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from daalml.data.batches import map_batches
 from daalml.data.seeding import mix_seed, seed_host
 from daalml.errors import DaalmlError
 
@@ -174,16 +173,6 @@ def _check_space(path: Path, size: int) -> None:
         )
 
 
-def _bar(enabled: bool) -> Progress:
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, disable=not enabled, transient=True, console=Console(stderr=True))
-
-
 def cached_activations(
     trunk: nn.Module,
     dataset: Dataset,
@@ -244,6 +233,11 @@ def _build(
     device: torch.device,
     progress: bool,
 ) -> CachedActivations:
+    """Probe the output shape, check the disk, then stream the one batch loop into the file.
+
+    The views go through :func:`daalml.data.batches.map_batches` batch by batch, each written
+    to the memory-mapped temporary at once, so the cache never has to fit in memory.
+    """
     items = _Views(dataset, views)
     first = items[0]
     if not isinstance(first, (list, tuple)) or not isinstance(first[0], torch.Tensor):
@@ -266,21 +260,25 @@ def _build(
     _check_space(path, size)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     labels = torch.empty(n, dtype=torch.long)
-    loader = DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    batches = map_batches(
+        trunk,
+        items,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+        description=f"activations ({key.get('point', '')})",
+    )
     try:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         flat = array.reshape(n * views, *shape[2:])
         start = 0
-        with _bar(progress) as bar:
-            task = bar.add_task(f"activations ({key.get('point', '')})", total=len(loader))
-            for images, batch_labels, *_ in loader:
-                out = trunk(images.to(device, non_blocking=True)).float().contiguous().cpu()
+        with contextlib.closing(batches):  # streamed into the file: the cache may exceed RAM
+            for out, batch_labels in batches:
                 stop = start + out.shape[0]
                 flat[start:stop] = out.numpy().astype(dtype)
-                rows = torch.arange(start, stop) // views
-                labels[rows] = torch.as_tensor(batch_labels).long().reshape(-1)
+                labels[torch.arange(start, stop) // views] = batch_labels
                 start = stop
-                bar.advance(task)
         array.flush()
         del flat, array
         os.replace(tmp, path)

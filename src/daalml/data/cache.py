@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from daalml.data.batches import concat_batches, map_batches
 from daalml.errors import DaalmlError
 
 if TYPE_CHECKING:  # data/ does not import models/ at run time: any backbone-like module will do
@@ -110,29 +109,6 @@ def _check_item(item: Any) -> None:
         )
 
 
-def _compute(
-    backbone: Backbone, loader: DataLoader, device: torch.device, progress: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    features: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(
-        *columns, disable=not progress, transient=True, console=Console(stderr=True)
-    ) as bar:
-        task = bar.add_task(f"features ({backbone.name})", total=len(loader))
-        for images, batch_labels, *_ in loader:
-            out = backbone(images.to(device, non_blocking=True))
-            features.append(out.float().cpu())
-            labels.append(torch.as_tensor(batch_labels).long().reshape(-1))
-            bar.advance(task)
-    return torch.cat(features), torch.cat(labels)
-
-
 def cached_features(
     backbone: Backbone,
     dataset: Dataset,
@@ -148,7 +124,8 @@ def cached_features(
     """Features (N, feature_dim) float32 and labels (N,) int64 of ``dataset``, on the CPU.
 
     Loaded from the cache file when it exists and matches ``key`` and the dataset size;
-    otherwise computed (``torch.no_grad``, eval mode, in dataset order) and saved.
+    otherwise computed by the one batch loop (:func:`daalml.data.batches.map_batches`: no
+    gradients, in dataset order) with the backbone in eval mode, and saved.
     ``channels_last=None`` uses channels-last on CPU, where it is faster. The backbone's mode,
     device and memory format are restored afterwards.
     """
@@ -171,15 +148,18 @@ def cached_features(
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type == "cpu"
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    with _inference_setup(backbone, device, channels_last), torch.no_grad():
-        features, labels = _compute(backbone, loader, device, progress)
+    with _inference_setup(backbone, device, channels_last):
+        batches = map_batches(
+            backbone,
+            dataset,
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            progress=progress,
+            description=f"features ({backbone.name})",
+        )
+        features, labels = concat_batches(batches)
     if features.shape != (n, backbone.feature_dim) or labels.shape != (n,):
         raise DaalmlError(
             f"feature cache {path}: backbone {backbone.name} gave {tuple(features.shape)} "

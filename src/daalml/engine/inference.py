@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from daalml.config import Config
+from daalml.data.batches import concat_batches, map_batches
 from daalml.data.images import load_rgb
 from daalml.data.preprocessing import Preprocessing, preprocessing_for
 from daalml.engine.data import RunData
@@ -24,7 +25,6 @@ from daalml.models.embedder import EmbeddingModel
 ImageInput = str | Path | Image.Image
 
 
-@torch.no_grad()
 def embed(
     fn,
     dataset: Dataset,
@@ -36,27 +36,21 @@ def embed(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply ``fn`` to every input of ``dataset`` in order: (embeddings, labels) on the CPU.
 
-    The one embedding loop: training's evaluations, image files, pictures of a run all use it.
-    ``progress`` shows a bar on stderr (stdout stays for results).
+    The engine's embedding loop: training's evaluations, image files, pictures of a run all use
+    it. It is the data layer's one batch loop (:func:`daalml.data.batches.map_batches`, which
+    the feature and activation caches run too), without gradients. ``progress`` shows a bar on
+    stderr (stdout stays for results).
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    batches: Any = loader
-    if progress:
-        from rich.console import Console
-        from rich.progress import track
-
-        batches = track(
-            loader,
-            total=len(loader),
-            description="Embedding",
-            transient=True,
-            console=Console(stderr=True),
-        )
-    outputs, labels = [], []
-    for inputs, batch_labels in batches:
-        outputs.append(fn(inputs.to(device)).float().cpu())
-        labels.append(torch.as_tensor(batch_labels).long())
-    return torch.cat(outputs), torch.cat(labels)
+    batches = map_batches(
+        fn,
+        dataset,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+        description="Embedding",
+    )
+    return concat_batches(batches)
 
 
 def embed_sharded(
