@@ -428,6 +428,16 @@ def test_heaps_redo_the_rows_tied_at_the_k_boundary(
     assert redone == []
 
 
+def test_heaps_redo_rows_whose_floor_too_few_items_reach(
+    monkeypatch: pytest.MonkeyPatch, tile_redo_counter: list[int]
+) -> None:
+    """A floor above a row's (k + 1)-th score leaves placeholders in its top k: redone."""
+    g = random_unit(600, 16, seed=7)
+    monkeypatch.setattr(T, "_thresholds", lambda q, *a: torch.full((len(q),), 0.999))
+    assert torch.equal(tiled(g, g, 9, True, 64, H)[1], knn(g, g, 9, exclude_self=True)[1])
+    assert sum(tile_redo_counter) == 600
+
+
 def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     original = H.iter_blocks

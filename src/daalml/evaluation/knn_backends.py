@@ -3,10 +3,11 @@
 Three backends; ``"auto"`` picks ``"exact"`` or ``"tiled"`` per call:
 
 * ``"exact"``: fp32 matmul + topk per block of queries (the reference).
-* ``"tiled"`` (any device): fp32 by cache-sized tiles, each entry kept only if it reaches a
-  per-query threshold read off a gallery sample, symmetric for leave-one-out (half the
-  multiply-adds); see :mod:`daalml.evaluation.knn_tiles`. ``"auto"`` uses it wherever the
-  gallery is large enough to sample (>= 4096 items).
+* ``"tiled"`` (any device): fp32 by cache-sized tiles, symmetric for leave-one-out (half the
+  multiply-adds). On CPU tensors the tiles go into faiss's C++ per-row heaps
+  (:mod:`daalml.evaluation.knn_heaps`); on a GPU each entry is kept only if it reaches a
+  per-query threshold read off a gallery sample (:mod:`daalml.evaluation.knn_tiles`).
+  ``"auto"`` uses it wherever the gallery holds >= 4096 items.
 * ``"bf16"`` (CPU): a bf16 matmul scores the block; the items above a per-query threshold
   (read off a gallery sample), cut to ``k + margin``, are rescored in fp32. A certificate
   from a rigorous bound on the bf16 error (:func:`bf16_error`) proves that every item

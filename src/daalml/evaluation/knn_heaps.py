@@ -8,6 +8,11 @@ in many small torch operations, each tile goes in one call into per-row min-heap
 in C++, a heap update for the few that enter), which is why this path runs on CPU tensors
 only; on a GPU the scan of :mod:`knn_tiles` runs.
 
+The heaps start full of placeholders at a per-row floor read off a gallery sample (the
+scan path's thresholds, for k + 1), so that only entries above it ever enter: from an empty
+start most entries of the first tiles would, each a heap update. A row whose top k still
+holds a placeholder (fewer than k items reached its floor, about 1 row in 1000) is redone.
+
 Every worker thread keeps its own heaps for all rows, so no two threads ever write the same
 memory and no lock is needed; a row's candidates are the union of its heaps. faiss's heaps
 keep an entry only if it beats the smallest kept one, so at an exact tie they may keep a
@@ -36,13 +41,15 @@ __all__ = ["iter_blocks"]
 class _Heaps:
     """The best ``size`` (score, column) of every row, in faiss's C++ min-heaps."""
 
-    def __init__(self, n_rows: int, size: int) -> None:
-        self.val = np.empty((n_rows, size), dtype=np.float32)
-        self.ids = np.empty((n_rows, size), dtype=np.int64)
+    def __init__(self, floor: torch.Tensor, size: int) -> None:
+        """Heaps holding ``size`` placeholders per row: index -1 at the row's ``floor``
+        score, which only a higher score replaces (equal values are a valid heap)."""
+        n_rows = floor.shape[0]
+        self.val = np.repeat(floor.numpy().astype(np.float32)[:, None], size, axis=1)
+        self.ids = np.full((n_rows, size), -1, dtype=np.int64)
         self.heap = faiss.float_minheap_array_t()
         self.heap.nh, self.heap.k = n_rows, size
         self.heap.val, self.heap.ids = faiss.swig_ptr(self.val), faiss.swig_ptr(self.ids)
-        self.heap.heapify()  # empty slots hold -FLT_MAX and index -1
 
     def add(self, scores: torch.Tensor, row0: int, col0: int) -> None:
         """Offer ``scores`` (rows ``row0`` on, columns ``col0`` on; C-contiguous fp32)."""
@@ -86,7 +93,10 @@ def _search(
     symmetric = exclude_self and (query is gallery or torch.equal(query, gallery))
     q_bounds = tiles.block_bounds(query.shape[0], block)
     g_bounds = q_bounds if symmetric else tiles.block_bounds(gallery.shape[0], block)
-    heaps = [_Heaps(query.shape[0], k + 1) for _ in range(workers)]
+    # Starting at a threshold that k + 1 items reach (but for about 1 row in 1000) spares
+    # the heaps most of the replacements an empty start costs.
+    floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool)
+    heaps = [_Heaps(floor, k + 1) for _ in range(workers)]
     n_blocks = len(q_bounds) - 1
 
     def start_sweep(i: int) -> list[Future]:
@@ -154,7 +164,8 @@ def _finish(
     left_out_max = torch.stack([torch.from_numpy(h.val[start:end, 0]) for h in heaps]).amax(0)
     keys = torch.topk(tiles.score_keys(values, columns), k, dim=1, sorted=True).values
     scores, indices = tiles.decode_keys(keys)
-    rows = torch.nonzero(scores[:, k - 1] <= left_out_max).squeeze(1)
+    short = (indices < 0).any(dim=1)  # a placeholder among the top k: fewer reached the floor
+    rows = torch.nonzero(short | (scores[:, k - 1] <= left_out_max)).squeeze(1)
     if rows.numel():
         self_idx = rows + start if exclude_self else None
         scores[rows], indices[rows] = tiles.exact_rows(x_i[rows], gallery, k, self_idx)

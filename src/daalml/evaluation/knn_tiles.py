@@ -41,6 +41,7 @@ __all__ = [
     "exact_rows",
     "iter_blocks",
     "mask_self",
+    "row_thresholds",
     "sample_rank",
     "score_keys",
     "tile_product",
@@ -255,6 +256,23 @@ def _thresholds(
     return torch.topk(sim, rank, dim=1).values[:, -1]
 
 
+def row_thresholds(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude_self: bool,
+    block: int,
+    pool: ThreadPoolExecutor,
+) -> torch.Tensor:
+    """Every query's threshold: its ``sample_rank(k)``-th best score in the fixed gallery
+    sample, so that fewer than k gallery items reach it with probability at most
+    REDO_PROBABILITY (the query blocks shared among ``pool``'s workers)."""
+    sample = _sample(gallery, k)
+    starts = range(0, query.shape[0], block)
+    parts = pool.map(lambda s: _thresholds(query[s : s + block], s, sample, exclude_self), starts)
+    return torch.cat(list(parts))
+
+
 def iter_blocks(
     query: torch.Tensor,
     gallery: torch.Tensor,
@@ -316,10 +334,7 @@ def _search(
     symmetric = exclude_self and (query is gallery or torch.equal(query, gallery))
     q_bounds = block_bounds(query.shape[0], block)
     g_bounds = q_bounds if symmetric else block_bounds(gallery.shape[0], block)
-    starts = list(range(0, query.shape[0], block))
-    sample = _sample(gallery, k)
-    parts = pool.map(lambda s: _thresholds(query[s : s + block], s, sample, exclude_self), starts)
-    thr = torch.cat(list(parts))
+    thr = row_thresholds(query, gallery, k, exclude_self, block, pool)
     cap = CAP_FACTOR * SAMPLE_FRACTION * sample_rank(k, SAMPLE_FRACTION) + k
     kept = _Candidates(thr, q_bounds, cap)
     n_blocks = len(q_bounds) - 1
