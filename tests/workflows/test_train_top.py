@@ -125,13 +125,16 @@ def test_resumed_run_equals_the_straight_one(tmp_path: Path) -> None:
     assert resumed == straight
 
 
-def test_ctrl_c_inside_an_epoch_on_cached_activations_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("train_blocks", [1, 0])  # cached activations, cached features
+def test_ctrl_c_inside_an_epoch_on_a_cache_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_blocks: int
 ) -> None:
     from daalml.engine.checkpoint import resume_point
     from tests.engine.test_reliability import _interrupt_at
 
-    cfg = _cfg(tmp_path, train={"epochs": 3})
+    views = {"cached_views": 1} if not train_blocks else {}
+    cfg = _cfg(tmp_path, train={"epochs": 3}, model={"train_blocks": train_blocks}, data=views)
+    assert _data(cfg).activations == bool(train_blocks)
     _interrupt_at(monkeypatch, 2)  # the first step of epoch 1 (2 steps an epoch)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", progress=False)
