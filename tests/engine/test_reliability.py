@@ -27,8 +27,8 @@ from daalml.engine.checkpoint import (
     remove_stale_temporaries,
     resume_point,
 )
-from daalml.engine.loaders import SeededBatches, SeededItems
-from daalml.engine.module import EmbeddingModule, NonFiniteLossError
+from daalml.engine.loaders import ResumableLoader, SeededBatches, SeededItems
+from daalml.engine.module import PROGRESS_KEY, EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
 from daalml.losses.daal import DAALLoss
 from daalml.losses.registry import MetricLoss
@@ -407,6 +407,32 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches_uninterrupted_run(
     assert [(r["epoch"], r["batches_done"]) for r in resumes] == [(1, 2)]
 
 
+def test_mid_epoch_checkpoint_from_before_the_loader_state_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints once kept the epoch's progress only under PROGRESS_KEY, not in Lightning's
+    loop state (the loader's state_dict): such a one still resumes where it stopped."""
+    config = _config(tmp_path, train={"epochs": 3})
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    _interrupt_at(monkeypatch, STEPS_PER_EPOCH + 1)
+    assert _train(config, run).exit_code == 130
+    monkeypatch.undo()
+    last = run / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)
+    fit_loop = saved["loops"]["fit_loop"]["state_dict"]
+    assert fit_loop.pop("combined_loader") == [
+        {"epoch": 1, "batches": 2, "length": STEPS_PER_EPOCH}
+    ]
+    assert PROGRESS_KEY not in saved  # written no more
+    saved[PROGRESS_KEY] = {"epoch": 1, "batches": 2, "steps_per_epoch": STEPS_PER_EPOCH}
+    torch.save(saved, last)
+    assert resume_point(load_checkpoint(last)) == (1, 2)
+    assert _train(config, run, "--resume").exit_code == 0
+    assert _train(config, straight).exit_code == 0
+    assert _metrics(run) == _metrics(straight)
+    assert _same_weights(last, straight / "checkpoints" / "last.ckpt")
+
+
 def test_second_ctrl_c_stops_at_once_keeping_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,17 +489,25 @@ def _kill_config(tmp: Path) -> Path:
     return path
 
 
-def _signal_mid_epoch(config: Path, run: Path, signum: int) -> subprocess.CompletedProcess:
-    """Run `daalml train` in a new process group; send ``signum`` to the group inside epoch 1.
+def _child_env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _signal_mid_epoch(
+    config: Path, run: Path, signum: int, *args: str, command: tuple[str, ...] = ("-c", CLI)
+) -> subprocess.CompletedProcess:
+    """Run `daalml train` (plus ``args``) in a new process group; send ``signum`` to the group
+    inside epoch 1. ``command``: how Python starts daalml (DDP relaunches it: ``-m daalml``).
 
     The group, like a terminal's Ctrl-C, reaches the data-loader workers too.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env = _child_env()
     output = run.with_name(f"{run.name}-output.txt")
     with output.open("w") as log:
         child = subprocess.Popen(
-            [sys.executable, "-c", CLI, "train", str(config), "--output", str(run)],
+            [sys.executable, *command, "train", str(config), "--output", str(run), *args],
             stdout=log,  # the progress bar
             stderr=subprocess.STDOUT,
             env=env,
@@ -537,6 +571,32 @@ def test_terminal_ctrl_c_with_data_workers_saves_and_resumes_exactly(tmp_path: P
     assert _same_weights(run / "checkpoints" / "last.ckpt", straight / "checkpoints" / "last.ckpt")
 
 
+@pytest.mark.slow
+def test_two_process_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path: Path) -> None:
+    """DDP on the CPU: every rank's loader restores the state rank 0 saved (they hand out the
+    same number of batches), so two processes resume where they stopped too."""
+    config = _kill_config(tmp_path)
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    ddp = ("--set", "train.devices=2", "--set", "train.accelerator=cpu")
+    daalml = ("-m", "daalml")
+    stopped = _signal_mid_epoch(config, run, signal.SIGINT, *ddp, command=daalml)
+    assert stopped.returncode == 130, stopped.stdout[-3000:]
+    epoch, done = resume_point(load_checkpoint(run / "checkpoints" / "last.ckpt"))
+    assert epoch == 1 and done >= 1  # saved inside epoch 1
+    for output, extra in ((run, ("--resume",)), (straight, ())):
+        finished = subprocess.run(
+            [sys.executable, *daalml, "train", str(config), "--output", str(output), *ddp, *extra],
+            capture_output=True,
+            text=True,
+            env=_child_env(),
+            timeout=300,
+            check=False,
+        )
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    assert _metrics(run) == _metrics(straight)
+    assert _same_weights(run / "checkpoints" / "last.ckpt", straight / "checkpoints" / "last.ckpt")
+
+
 # ---------------------------------------------------------------------------- reproducible
 def test_same_seed_same_run_other_seed_other_run(tmp_path: Path) -> None:
     config = _config(tmp_path, train={"epochs": 2})
@@ -573,6 +633,40 @@ def test_epochs_see_different_batches_and_resume_skips_done_ones() -> None:
     items = SeededItems(Noise())
     assert torch.equal(items[(0, 5)], items[(3, 5)])
     assert not torch.equal(items[(0, 5)], items[(0, 6)])
+
+
+def test_loader_state_counts_batches_handed_out_not_those_its_workers_prefetched() -> None:
+    from daalml.data.sampling import MPerClassBatchSampler
+
+    labels = torch.arange(6).repeat_interleave(4)
+
+    class Keys(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(labels)
+
+        def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+            return torch.tensor(key)
+
+    def loader(epoch: int) -> ResumableLoader:
+        sampler = MPerClassBatchSampler(labels, batch_size=4, samples_per_class=2, seed=3)
+        sampler.set_epoch(epoch)
+        return ResumableLoader(Keys(), SeededBatches(sampler, seed=3), num_workers=2)
+
+    whole = [batch.tolist() for batch in loader(1)]
+    stopped = loader(1)
+    batches = iter(stopped)
+    assert [next(batches).tolist() for _ in range(2)] == whole[:2]
+    state = stopped.state_dict()  # two workers hold batches 3 to 6 ready by now
+    assert state == {"epoch": 1, "batches": 2, "length": len(whole)}
+    del batches
+    resumed = loader(1)
+    resumed.load_state_dict(state)
+    assert [batch.tolist() for batch in resumed] == whole[2:]
+    assert [batch.tolist() for batch in resumed] == whole  # only the first iteration skips
+    finished = loader(1)
+    finished.load_state_dict({**state, "batches": len(whole)})
+    finished.batch_sampler.sampler.set_epoch(2)  # Lightning starts the next epoch
+    assert [batch.tolist() for batch in finished] == [batch.tolist() for batch in loader(2)]
 
 
 def test_run_json_records_config_versions_commit_and_seed(trained: Path) -> None:

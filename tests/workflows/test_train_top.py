@@ -16,7 +16,7 @@ from daalml.config import config_from_dict
 from daalml.engine.checkpoint import load_checkpoint, load_module
 from daalml.engine.data import prepare_data
 from daalml.engine.inference import embed
-from daalml.engine.loaders import train_loader
+from daalml.engine.loaders import SeededBatches, train_loader
 from daalml.errors import DaalmlError
 from daalml.models.build import build_model
 from daalml.models.stages import split_backbone
@@ -97,8 +97,11 @@ def test_view_drawn_per_epoch_and_slot_is_the_same_after_a_resume(tmp_path: Path
     data = prepare_data(cfg, model.backbone)
 
     def draws(epoch: int, skip: int = 0) -> list[list[tuple[int, int]]]:
-        loaded = list(train_loader(data, cfg, epoch=epoch, skip=skip))
-        sampled = train_loader(data, cfg, epoch=epoch, skip=skip).batch_sampler
+        loader = train_loader(data, cfg, epoch=epoch)
+        # what Lightning hands back on a resume `skip` batches into the epoch
+        loader.load_state_dict({"epoch": epoch, "batches": skip, "length": len(loader)})
+        loaded = list(loader)
+        sampled = SeededBatches(loader.batch_sampler.sampler, seed=cfg.train.seed, skip=skip)
         batches = []
         for keys, (inputs, _) in zip(sampled, loaded, strict=True):
             assert torch.equal(inputs, torch.stack([data.train[k][0] for k in keys]))
@@ -120,6 +123,31 @@ def test_resumed_run_equals_the_straight_one(tmp_path: Path) -> None:
     resumed = train(two, tmp_path / "run", resume=True, progress=False)
     straight = train(two, tmp_path / "straight", progress=False)
     assert resumed == straight
+
+
+@pytest.mark.parametrize("train_blocks", [1, 0])  # cached activations, cached features
+def test_ctrl_c_inside_an_epoch_on_a_cache_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_blocks: int
+) -> None:
+    from daalml.engine.checkpoint import resume_point
+    from tests.engine.test_reliability import _interrupt_at
+
+    views = {"cached_views": 1} if not train_blocks else {}
+    cfg = _cfg(tmp_path, train={"epochs": 3}, model={"train_blocks": train_blocks}, data=views)
+    assert _data(cfg).activations == bool(train_blocks)
+    _interrupt_at(monkeypatch, 2)  # the first step of epoch 1 (2 steps an epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert resume_point(saved) == (1, 1)
+    monkeypatch.undo()
+    resumed = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert resumed == train(cfg, tmp_path / "straight", progress=False)
+    weights = [
+        load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt")["state_dict"]
+        for run in ("run", "straight")
+    ]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[1])
 
 
 def test_other_split_point_or_views_build_another_cache(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from daalml.config import Config, apply_overrides, config_from_dict
 from daalml.data.preprocessing import Preprocessing
-from daalml.engine.module import PROGRESS_KEY, EmbeddingModule, NonFiniteLossError
+from daalml.engine.loaders import saved_loader_state
+from daalml.engine.module import EmbeddingModule, NonFiniteLossError
 from daalml.errors import DaalmlError
 from daalml.losses.registry import build_loss
 from daalml.models.build import build_model
@@ -295,13 +296,10 @@ def resume_point(checkpoint: dict[str, Any]) -> tuple[int, int]:
     Checkpoints written at an epoch's end resume at the next epoch's start; one written by
     Ctrl-C resumes inside its epoch, after the batches it had trained on.
     """
-    progress = checkpoint.get(PROGRESS_KEY)
-    epoch = int(checkpoint.get("epoch", 0))
-    if not isinstance(progress, dict):
-        return epoch + 1, 0
-    done = int(progress.get("batches", 0))
-    total = int(progress.get("steps_per_epoch", 0))
-    epoch = int(progress.get("epoch", epoch))
+    state = saved_loader_state(checkpoint)
+    if state is None:  # from before any record of the epoch's progress: an epoch-end one
+        return int(checkpoint.get("epoch", 0)) + 1, 0
+    epoch, done, total = state["epoch"], state["batches"], state["length"]
     if total and done < total:
         return epoch, done
     return epoch + 1, 0

@@ -15,7 +15,7 @@ from daalml.models.backbones import Backbone
 
 
 class RunDataModule(L.LightningDataModule):
-    """A run's datasets, built by Lightning's hooks; batches from (``epoch``, ``skip``) on.
+    """A run's datasets, built by Lightning's hooks, and their loaders.
 
     ``prepare_data`` (local rank 0 of each node) builds the feature or activation caches,
     ``setup`` (every rank) builds :class:`RunData` from the config and those caches, then checks
@@ -28,16 +28,11 @@ class RunDataModule(L.LightningDataModule):
         cfg: Config,
         backbone: Backbone,
         listed: ListedImages | None,
-        *,
-        epoch: int = 0,
-        skip: int = 0,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         self.listed = listed
-        self.epoch = epoch
-        self.skip = skip
         self.data: RunData | None = None
         self.excluded_queries = 0  # test queries left out of recall (alone in their class)
 
@@ -63,14 +58,10 @@ class RunDataModule(L.LightningDataModule):
         return self.data
 
     def train_dataloader(self) -> DataLoader:
+        # where a resumed run goes on, Lightning sets: the epoch, and the batches of it done
         trainer = self.trainer
         return train_loader(
-            self.run_data,
-            self.cfg,
-            world_size=trainer.world_size,
-            rank=trainer.global_rank,
-            epoch=self.epoch,
-            skip=self.skip,
+            self.run_data, self.cfg, world_size=trainer.world_size, rank=trainer.global_rank
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -12,12 +12,13 @@ from torch import nn
 from daalml.config import Config
 from daalml.data.seeding import mix_seed, seed_host
 from daalml.engine.distributed import gather_batch, gather_tensor
+from daalml.engine.loaders import PROGRESS_KEY as PROGRESS_KEY  # its old home, still importable
+from daalml.engine.loaders import adopt_old_progress
 from daalml.errors import DaalmlError
 from daalml.evaluation.retrieval import retrieval_metrics
 from daalml.losses.registry import MetricLoss
 from daalml.models.embedder import EmbeddingModel
 
-PROGRESS_KEY = "daalml_progress"
 VAL_METRICS_KEY = "daalml_val_metrics"
 
 
@@ -58,9 +59,6 @@ class EmbeddingModule(L.LightningModule):
         # the last validation's figures, saved in checkpoints: best.ckpt then holds those of the
         # selected epoch, which metrics.json reports (model selection is made on them)
         self.val_metrics: dict[str, float] = {}
-        # where training stands inside an epoch, saved in checkpoints for an exact resume
-        self.progress_epoch = 0
-        self.progress_batches = 0
 
     def attach(self, loss: MetricLoss, *, features: bool) -> None:
         """Give the module its loss and its kind of input; a training run does it in ``setup``,
@@ -105,7 +103,6 @@ class EmbeddingModule(L.LightningModule):
                 f"{self.global_step}",
                 self.usual_causes(),
             )
-        self.progress_batches += 1
         # every rank holds the same value (the loss of the global batch); sync_dist only says so
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         for name, value in getattr(self.loss.loss, "last_terms", {}).items():
@@ -124,8 +121,6 @@ class EmbeddingModule(L.LightningModule):
         self._warm_up()  # also when a run resumes inside an epoch (no epoch start then)
 
     def on_train_epoch_start(self) -> None:
-        self.progress_epoch = self.current_epoch
-        self.progress_batches = 0
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -142,21 +137,13 @@ class EmbeddingModule(L.LightningModule):
         torch.manual_seed(step_seed)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        steps = self._trainer.num_training_batches if self._trainer is not None else 0
-        checkpoint[PROGRESS_KEY] = {
-            "epoch": self.progress_epoch,
-            "batches": self.progress_batches,
-            "steps_per_epoch": int(steps) if math.isfinite(steps) else 0,
-        }
+        # where the epoch stands is the training loader's state, which Lightning saves itself
         if self.val_metrics:
             checkpoint[VAL_METRICS_KEY] = dict(self.val_metrics)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        progress = checkpoint.get(PROGRESS_KEY)
-        if isinstance(progress, dict):
-            self.progress_epoch = int(progress.get("epoch", 0))
-            self.progress_batches = int(progress.get("batches", 0))
         self.val_metrics = dict(checkpoint.get(VAL_METRICS_KEY, {}))
+        adopt_old_progress(checkpoint)  # an older checkpoint's PROGRESS_KEY
 
     def _trainable_backbone(self) -> list[tuple[str, nn.Parameter]]:
         backbone = self.model.backbone

@@ -77,7 +77,7 @@ def train(
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = build_model(cfg)
     prep = preprocessing_for(cfg, model.backbone)  # saved with the checkpoints
-    datamodule = RunDataModule(cfg, model.backbone, listed, epoch=start[0], skip=start[1])
+    datamodule = RunDataModule(cfg, model.backbone, listed)
     module = EmbeddingModule(cfg, model, None)  # its loss comes in PrepareRun.setup
     has_val = has_validation(cfg)
     selector = ModelCheckpoint(
@@ -121,8 +121,6 @@ def train(
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
-        # the engine's loader skips the batches a mid-epoch checkpoint had trained on
-        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         trainer = L.Trainer(
             max_epochs=cfg.train.epochs,
             accelerator=cfg.train.accelerator,
