@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from daalml.config import Config
@@ -93,10 +94,11 @@ class EmbeddingModule(L.LightningModule):
             embeddings, labels = gather_batch(embeddings.float(), labels)
             loss = self.loss(embeddings, labels)
         finite = bool(torch.isfinite(loss))
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # every rank stops together, or the others would wait forever in the next all-reduce
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+            # (a process group exists only under a Trainer's strategy; the module also runs
+            # without a Trainer, where the public ``self.trainer`` would raise)
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             raise NonFiniteLossError(
                 f"the loss became {loss.item()} at epoch {self.current_epoch}, step "

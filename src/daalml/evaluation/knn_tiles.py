@@ -20,6 +20,10 @@ Scores are those of the tile GEMM. With MKL at d = 512, a tile of at least
 same pair in the plain path's row-block product, transposed or not (checked); at other
 shapes MKL may pick kernels whose last bit differs, which can only reorder items whose
 fp32 scores agree to that bit.
+
+One cohesive thing over 400 lines: the tiled search's tiles, sample thresholds, scan and
+keys, which share their constants and the bit-exactness argument above (the CPU's heap
+merge, :mod:`daalml.evaluation.knn_heaps`, reuses the tiles, thresholds and keys).
 """
 
 from __future__ import annotations
