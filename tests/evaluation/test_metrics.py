@@ -446,3 +446,30 @@ def test_knn_callable_contract_is_checked(bad, match: str) -> None:
         retrieval_metrics(on_arc([0, 5, 10, 20, 25, 30]), [0, 0, 0, 1, 1, 1], knn=bad)
     with pytest.raises(DaalmlError, match="knn: 3 is not callable"):
         retrieval_metrics(on_arc([0, 5, 10]), [0, 0, 1], knn=3)  # type: ignore[arg-type]
+
+
+def test_nmi_seeding_runs_beside_the_search_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """retrieval_metrics starts k-means++ seeding in a thread of its own before searching;
+    NMI is the same as when everything runs in turn."""
+    import threading
+
+    import daalml.evaluation.clustering as C
+
+    gen = torch.Generator().manual_seed(3)
+    centres = torch.randn(12, 32, generator=gen)
+    labels = torch.arange(12).repeat_interleave(40)
+    x = torch.nn.functional.normalize(centres[labels] + 0.3 * torch.randn(480, 32, generator=gen))
+    threads: list[str] = []
+    original = C._kmeans_seeds
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(C, "_kmeans_seeds", spy)
+    both = retrieval_metrics(x, labels)["nmi"], query_gallery_metrics(x, labels, x, labels)["nmi"]
+    assert all(name.startswith("daalml-kmeans-seeding") for name in threads) and len(threads) == 2
+    assert both[0] == C._nmi(x, labels, 0, C.DEFAULT_KMEANS_NITER)
+    assert both[1] == C._nmi(torch.cat([x, x]), torch.cat([labels, labels]), 0, 20)

@@ -6,6 +6,8 @@ faiss seeds the clusters (k-means++ on a subsample); Lloyd's iterations run in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faiss
@@ -43,11 +45,30 @@ def _nmi(embeddings: torch.Tensor, labels: torch.Tensor, seed: int, niter: int) 
     ``KMEANS_SEED_POINTS_PER_CLUSTER``), Lloyd iterations (:func:`daalml.evaluation.kmeans.lloyd`,
     faiss's algorithm with torch's GEMM, on the embeddings' device) on every point.
     """
+    return nmi_later(embeddings, labels, seed, niter)()
+
+
+def nmi_later(
+    embeddings: torch.Tensor, labels: torch.Tensor, seed: int, niter: int
+) -> Callable[[], float]:
+    """Start :func:`_nmi`'s seeding in a background thread; return the call that finishes it.
+
+    The seeding runs on one thread (``KMEANS_SEED_THREADS``) and needs nothing of the
+    neighbour search, so the retrieval metrics start it first and search meanwhile: the
+    search's workers get the other cores, and the seeds are usually ready when it ends.
+    The result does not depend on the overlap (the seeding is seeded and single-threaded).
+    """
     y = labels.cpu().numpy()
     n_clusters = len(np.unique(y))
-    seeds = _kmeans_seeds(embeddings, n_clusters, seed)
-    assign, _ = _kmeans.lloyd(embeddings, seeds, niter, seed)
-    return float(normalized_mutual_info_score(y, assign.cpu().numpy()))
+    pool = ThreadPoolExecutor(1, thread_name_prefix="daalml-kmeans-seeding")
+    seeds = pool.submit(_kmeans_seeds, embeddings, n_clusters, seed)
+    pool.shutdown(wait=False)  # the thread ends with the seeding
+
+    def finish() -> float:
+        assign, _ = _kmeans.lloyd(embeddings, seeds.result(), niter, seed)
+        return float(normalized_mutual_info_score(y, assign.cpu().numpy()))
+
+    return finish
 
 
 def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
@@ -61,7 +82,7 @@ def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
         sample = x[torch.from_numpy(pick).to(x.device)].cpu().numpy()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     seeder = _faiss_kmeans(sample.shape[0], sample.shape[1], n_clusters, seed, niter=0)
-    threads = faiss.omp_get_max_threads()
+    threads = faiss.omp_get_max_threads()  # this thread's setting (OpenMP keeps one per thread)
     faiss.omp_set_num_threads(KMEANS_SEED_THREADS)
     try:
         seeder.train(sample)
