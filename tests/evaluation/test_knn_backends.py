@@ -582,6 +582,26 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
         assert stages[11].endswith(" it") and float(stages[3]) > 0
 
 
+def test_bench_metrics_prints_the_heap_merge_beside_the_scan_on_cpu() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
+    args = ["--sizes", "4200", "--dim", "16", "--per-class", "20", "--repeats", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 4200 |")]
+    assert len(rows) == 5
+    assert "tiled (heaps) | kNN" in rows[1] and "tiled = exact: True" in rows[1]
+    assert "tiled (scan) | kNN" in rows[2] and "heaps / scan" in rows[2]
+    for row in rows[3:]:  # the stages: tile products measured, no threshold stage on CPU
+        stages = [cell.strip() for cell in row.strip("|").split("|")]
+        assert stages[1] == "tiled (heaps)" and stages[7] != "-" and stages[8] == "-"
+
+
 def test_search_runs_at_full_fp32_precision_and_restores_the_setting() -> None:
     g = random_unit(300, 16, seed=8)
     before = torch.get_float32_matmul_precision()
