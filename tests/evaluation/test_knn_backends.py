@@ -552,28 +552,23 @@ def test_subsampled_kmeans_pp_seeding_finds_separated_clusters(
     assert retrieval_metrics(x, y, ks=(1,), seed=2)["nmi"] == nmis[2]
 
 
-def test_bench_metrics_runs_at_a_tiny_size() -> None:
+def bench_metrics_rows(n: int) -> list[str]:
+    """The table rows of ``bench_metrics.py`` at N = n (d = 16, 20 per class, 1 round)."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
+    args = ["--sizes", str(n), "--dim", "16", "--per-class", "20", "--repeats", "1"]
     done = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--sizes",
-            "600",
-            "--dim",
-            "16",
-            "--per-class",
-            "20",
-            "--repeats",
-            "1",
-        ],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| 600 |")]
+    return [line for line in done.stdout.splitlines() if line.startswith(f"| {n} |")]
+
+
+def test_bench_metrics_runs_at_a_tiny_size() -> None:
+    rows = bench_metrics_rows(600)
     assert len(rows) == 4 and "= exact: True" in rows[1]
     # where the time goes, wall and CPU: N, path, clock, 10 figures (no tile stages: exact)
     for row, clock in zip(rows[2:], ("wall", "CPU"), strict=True):
@@ -583,17 +578,7 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
 
 
 def test_bench_metrics_prints_the_heap_merge_beside_the_scan_on_cpu() -> None:
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
-    args = ["--sizes", "4200", "--dim", "16", "--per-class", "20", "--repeats", "1"]
-    done = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| 4200 |")]
+    rows = bench_metrics_rows(4200)  # past 4096 items: the tiled path
     assert len(rows) == 5
     assert "tiled (heaps) | kNN" in rows[1] and "tiled = exact: True" in rows[1]
     assert "tiled (scan) | kNN" in rows[2] and "heaps / scan" in rows[2]
