@@ -118,6 +118,35 @@ def test_variant_runs_get_their_parameters_and_folders(tmp_path: Path) -> None:
     assert [(c[0], c[2], c[3].parent.name, c[4]) for c in calls] == [("daal", 1, VARIANT, True)]
 
 
+def test_runs_of_another_config_are_neither_reused_nor_resumed(tmp_path: Path) -> None:
+    """A rerun with another protocol stops with a one-line error before training; keys that
+    only say where the data lie or how they are read may differ."""
+    from daalml.config import save_config
+
+    base = load_config(_config(tmp_path), ())
+    trained: list[int] = []
+
+    def fake_train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> dict:
+        trained.append(cfg.train.seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        metrics = _fake_metrics(cfg.train.seed, 0.5)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    out = tmp_path / "bench"
+    run_benchmark(base, ["daal"], 1, out, train_fn=fake_train, progress=False)
+    moved = load_config(_config(tmp_path), ("data.num_workers=3", f"data.root={tmp_path}/x"))
+    run_benchmark(moved, ["daal"], 1, out, train_fn=fake_train, progress=False)
+    assert trained == [0]  # reused
+    longer = load_config(_config(tmp_path), (f"train.epochs={base.train.epochs + 1}",))
+    with pytest.raises(DaalmlError) as caught:
+        run_benchmark(longer, ["daal"], 1, out, train_fn=fake_train, progress=False)
+    message = str(caught.value)
+    assert "runs/daal/seed0 was started with another config: train.epochs is" in message
+    assert "\n" not in message and trained == [0]
+
+
 def test_bad_entry_stops_before_any_training(tmp_path: Path) -> None:
     base = load_config(_config(tmp_path), ())
 

@@ -3,7 +3,8 @@
 An entry of ``--losses`` is a registry name (``daal``) or a variant of one with its own loss
 parameters on top of the registry preset (``daal@kappa=1.0@delta_max=0.5``, values read as YAML
 scalars). Each (entry, seed) is an ordinary `daalml train` run in DIR/runs/<entry>/seed<k>;
-finished runs are reused on a rerun and interrupted ones resume from their last checkpoint. The
+finished runs are reused on a rerun and interrupted ones resume from their last checkpoint, if
+they were started with the same config (:func:`check_same_run`; else a one-line error). The
 table is written as results.csv (one row per run, plus the `pretrained` backbone's own row per
 seed, as "A Metric Learning Reality Check" reports it) and results.md (mean +- std per entry),
 with a bar chart.
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from daalml.config import Config, _yaml_load, config_from_dict
+from daalml.config import Config, _yaml_load, config_from_dict, load_config
 from daalml.errors import DaalmlError
 from daalml.losses.registry import build_loss, loss_defaults, loss_names
 
@@ -149,10 +150,11 @@ def run_benchmark(
     for seed in range(seeds):
         for loss in losses:
             run_dir = out / "runs" / loss / f"seed{seed}"
+            cfg = run_config(base, loss, seed)
+            check_same_run(run_dir, cfg)
             metrics = _finished(run_dir)
             if metrics is None:  # new, or interrupted: continue from its last checkpoint
                 resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-                cfg = run_config(base, loss, seed)
                 metrics = train_fn(cfg, run_dir, resume=resume, progress=progress)
             rows.append({"loss": loss, "seed": seed, **_columns(metrics)})
             pretrained_by_seed.setdefault(seed, metrics[PRETRAINED])
@@ -160,6 +162,46 @@ def run_benchmark(
         rows.append({"loss": PRETRAINED, "seed": seed, **{k: metrics[k] for k in METRIC_COLUMNS}})
     write_results(rows, out)
     return rows
+
+
+RESULT_NEUTRAL_KEYS = ("data.root", "data.num_workers", "data.strict", "train.cache_dir")
+"""Config keys a run already in DIR/runs may differ in and still be reused or resumed: where
+the data and the caches lie and how they are read, not what is trained."""
+
+
+def check_same_run(run_dir: Path, cfg: Config) -> None:
+    """Raise unless the run in ``run_dir`` (if any) was started with ``cfg``, so that a table
+    never mixes runs of two protocols (say, an older ``--set train.epochs``)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        saved = _flat(load_config(path).to_dict())
+    except DaalmlError as exc:
+        raise DaalmlError(f"benchmark: {path} cannot be read back: {exc}") from None
+    now = _flat(cfg.to_dict())
+    differ = [
+        f"{key} is {saved.get(key)!r} there, {now.get(key)!r} now"
+        for key in sorted(set(saved) | set(now))
+        if key not in RESULT_NEUTRAL_KEYS and saved.get(key) != now.get(key)
+    ]
+    if differ:
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        raise DaalmlError(
+            f"benchmark: {run_dir} was started with another config: {differ[0]}{more}; "
+            f"give another --output, or delete {run_dir} to train it again"
+        )
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"section.key": value} (loss params stay one dict)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "params":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _columns(metrics: dict[str, Any]) -> dict[str, Any]:
