@@ -667,6 +667,14 @@ def test_loader_state_counts_batches_handed_out_not_those_its_workers_prefetched
     finished.load_state_dict({**state, "batches": len(whole)})
     finished.batch_sampler.sampler.set_epoch(2)  # Lightning starts the next epoch
     assert [batch.tolist() for batch in finished] == [batch.tolist() for batch in loader(2)]
+    # a checkpoint saved after the state came back but before the first batch keeps it
+    waiting = loader(0)
+    waiting.load_state_dict(state)
+    assert waiting.state_dict() == state
+    waiting.batch_sampler.sampler.set_epoch(1)
+    batches = iter(waiting)
+    assert waiting.state_dict() == state and next(batches).tolist() == whole[2]
+    assert waiting.state_dict() == {**state, "batches": 3}
 
 
 def test_run_json_records_config_versions_commit_and_seed(trained: Path) -> None:

@@ -453,6 +453,11 @@ def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls == [1]
     with pytest.raises(ValueError, match="CPU"):
         next(H.iter_blocks(g.to("meta"), g.to("meta"), 10, exclude_self=True))
+    calls.clear()
+    monkeypatch.setattr(H, "HEAP_BYTES_MAX", 11 * 12 * 5000 * torch.get_num_threads() - 1)
+    assert torch.equal(knn(g, g, 10, exclude_self=True)[1], knn(g, g, 10, backend="exact",
+                                                              exclude_self=True)[1])
+    assert calls == []  # heaps past their memory bound: the threshold scan ran
 
 
 def test_score_keys_order_like_score_then_lower_index() -> None:

@@ -96,11 +96,12 @@ class ResumableLoader(DataLoader):
         self._epoch = batches.sampler.epoch
         self._served = 0
         self._restored: tuple[int, int] | None = None  # (epoch, batches done) to go on from
+        self._loaded: dict[str, int] | None = None  # the state given back, until iterated
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         batches = self.batch_sampler
         self._epoch = batches.sampler.epoch
-        restored, self._restored = self._restored, None
+        restored, self._restored, self._loaded = self._restored, None, None
         if restored is not None and restored[0] == self._epoch:
             batches.skip = restored[1]
         self._served = batches.skip
@@ -109,13 +110,20 @@ class ResumableLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        """Where the epoch stands: its number, the batches handed out, the batches in it."""
+        """Where the epoch stands: its number, the batches handed out, the batches in it.
+
+        Between :meth:`load_state_dict` and the first batch it is the state given back (the
+        run still stands there), so a checkpoint saved in that window resumes from it too.
+        """
+        if self._loaded is not None:
+            return dict(self._loaded)
         return {"epoch": self._epoch, "batches": self._served, "length": len(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Go on after the batches ``state`` says were trained; a finished epoch leaves none."""
         epoch, done = int(state["epoch"]), int(state["batches"])
         self._restored = (epoch, done) if 0 < done < len(self) else None
+        self._loaded = {"epoch": epoch, "batches": done, "length": int(state.get("length", 0))}
 
 
 def _fit_loop_state(checkpoint: dict[str, Any]) -> dict[str, Any] | None:

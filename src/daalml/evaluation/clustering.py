@@ -54,9 +54,12 @@ def nmi_later(
     """Start :func:`_nmi`'s seeding in a background thread; return the call that finishes it.
 
     The seeding runs on one thread (``KMEANS_SEED_THREADS``) and needs nothing of the
-    neighbour search, so the retrieval metrics start it first and search meanwhile: the
-    search's workers get the other cores, and the seeds are usually ready when it ends.
-    The result does not depend on the overlap (the seeding is seeded and single-threaded).
+    neighbour search, so the retrieval metrics start it first and search meanwhile: it is
+    one thread more beside the search's workers, and fills the time a core of theirs
+    waits (run in turn, the other core idled during the seeding). The result does not
+    depend on the overlap (the seeding is seeded and single-threaded). If the caller
+    fails before ``finish``, the seeding still runs to its end in its thread, then is
+    dropped.
     """
     y = labels.cpu().numpy()
     n_clusters = len(np.unique(y))

@@ -235,7 +235,8 @@ def _iter_knn(
         backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self
     )
     if chosen == "tiled":
-        tiled = knn_heaps if query.device.type == "cpu" else knn_tiles
+        heaps = query.device.type == "cpu" and knn_heaps.fits(n_q, k, torch.get_num_threads())
+        tiled = knn_heaps if heaps else knn_tiles
         yield from tiled.iter_blocks(query, gallery, k, exclude_self=exclude_self)
         return
     if chosen == "exact":

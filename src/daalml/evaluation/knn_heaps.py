@@ -35,7 +35,18 @@ import torch
 
 from daalml.evaluation import knn_tiles as tiles
 
-__all__ = ["iter_blocks"]
+__all__ = ["HEAP_BYTES_MAX", "fits", "iter_blocks"]
+
+HEAP_BYTES_MAX = 2**30
+"""Most bytes the heaps may take (k + 1 float32 scores and int64 indices per query row, one
+set per worker); a larger search runs the threshold scan, whose candidates do not grow with
+the workers."""
+
+
+def fits(n_queries: int, k: int, workers: int) -> bool:
+    """Whether the heaps of a search of ``n_queries`` rows for ``k`` neighbours on
+    ``workers`` threads stay within ``HEAP_BYTES_MAX``."""
+    return max(1, workers) * n_queries * (k + 1) * 12 <= HEAP_BYTES_MAX
 
 
 class _Heaps:
@@ -164,7 +175,9 @@ def _finish(
     left_out_max = torch.stack([torch.from_numpy(h.val[start:end, 0]) for h in heaps]).amax(0)
     keys = torch.topk(tiles.score_keys(values, columns), k, dim=1, sorted=True).values
     scores, indices = tiles.decode_keys(keys)
-    short = (indices < 0).any(dim=1)  # a placeholder among the top k: fewer reached the floor
+    # a placeholder among the top k (fewer reached the floor): implied by the root test, as a
+    # placeholder scores its heap's floor <= root, but said outright
+    short = (indices < 0).any(dim=1)
     rows = torch.nonzero(short | (scores[:, k - 1] <= left_out_max)).squeeze(1)
     if rows.numel():
         self_idx = rows + start if exclude_self else None

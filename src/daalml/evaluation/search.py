@@ -60,18 +60,18 @@ def knn(
     gallery index (also at the k boundary), on the query's device.
 
     ``backend``: ``"exact"`` is one fp32 matmul + topk per chunk; ``"tiled"`` computes fp32
-    tiles (half of them for leave-one-out, by symmetry) and keeps only entries above a
-    per-query threshold from a gallery sample, exactly (rows it cannot settle are redone
-    on the exact path; ``chunk_size`` does not apply); ``"bf16"`` (CPU only)
-    takes candidates from a bf16 matmul, rescores them in fp32 and proves per query, from a
-    bound on the bf16 error, that nothing left out could rank in the top k (else the query
-    gets more candidates, then is redone exactly). Both give the same neighbours and, with
-    MKL, the same fp32 scores (another BLAS may differ in the last bit). ``"auto"`` uses
-    bf16 for CPU searches of at least ~3000 x 3000 when a once-per-process probe finds
-    bf16 matmul at least twice as fast as fp32 on this machine (four times for
-    leave-one-out, where the tiled path halves the work), else tiled for galleries of at
-    least 4096 items, else exact; on a GPU, tiled or exact. Euclidean searches never use
-    bf16 (``"bf16"`` runs as ``"auto"`` on a GPU) and multiply every tile.
+    tiles (half of them for leave-one-out, by symmetry) and merges them exactly: on CPU in
+    faiss's per-row heaps, on a GPU by keeping only the entries above a per-query threshold
+    from a gallery sample (rows either cannot settle, such as ties at the k boundary, are
+    redone on the exact path; ``chunk_size`` does not apply). The two give the same
+    neighbours and, with MKL, the same fp32 scores (another BLAS may differ in the last
+    bit). ``"bf16"`` (CPU only) takes candidates from a bf16 matmul, rescores them in fp32
+    and proves per query, from a bound on the bf16 error, that nothing left out could rank
+    in the top k (else the query gets more candidates, then is redone exactly); its fp32
+    rescoring need not add in the exact path's order, so it can swap near-ties on some CPUs
+    and ``"auto"`` never picks it. ``"auto"`` uses tiled for galleries of at least 4096
+    items, else exact, on any device. Euclidean searches never use bf16 (``"bf16"`` runs
+    as ``"auto"``) and multiply every tile.
     """
     _check_distance(distance)
     q = _prepared(query, "query", distance)
