@@ -98,3 +98,18 @@ def test_the_caches_and_embed_all_run_the_one_loop(
     assert len(made) == 3 and made[-1].batch_size == 4
     assert features.shape == embedded.shape == (5, 4) and views.array.shape[:2] == (5, 2)
     assert torch.allclose(features, embedded, atol=1e-5)  # channels-last conv on the CPU
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Under capture stderr is no terminal: a line at the start, each tenth and the end."""
+    data = [(torch.zeros(2), 0)] * 25
+    list(batches_module.map_batches(nn.Identity(), data, batch_size=1, device=torch.device(
+        "cpu"), progress=True, description="features (x)"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("features (x): 0/25 batches,") and len(lines) == 11
+    assert lines[-1].startswith("features (x): 25/25 batches,")
+    list(batches_module.map_batches(nn.Identity(), data, batch_size=5, device=torch.device(
+        "cpu"), progress=False))
+    assert capsys.readouterr().err == ""

@@ -11,6 +11,8 @@ network, memory format, where the outputs go) stays with them.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -49,7 +51,8 @@ def map_batches(
     ``dataset`` items are ``(input, label, *extra)``; batches come in dataset order, the last
     one short when ``batch_size`` does not divide the dataset. Inputs are moved to ``device``
     (without blocking, which only matters for ``pin_memory`` loaders on CUDA). ``progress``
-    shows :func:`progress_bar` with ``description``. A consumer that may stop early should
+    shows :func:`progress_bar` with ``description`` on a terminal, plain lines on stderr
+    otherwise (a log file shows the progress of a long cache build too). A consumer that may stop early should
     close the generator (``contextlib.closing``) so the bar ends at once.
     """
     loader = DataLoader(
@@ -59,12 +62,44 @@ def map_batches(
         num_workers=num_workers,
         pin_memory=pin_memory,
     )
-    with progress_bar(progress) as bar:
+    lines = _LogLines(description, len(loader)) if progress and not _stderr_is_terminal() else None
+    with progress_bar(progress and lines is None) as bar:
         task = bar.add_task(description, total=len(loader))
-        for inputs, labels, *_ in loader:
+        for done, (inputs, labels, *_) in enumerate(loader, start=1):
             outputs = fn(inputs.to(device, non_blocking=True)).float().cpu()
             bar.advance(task)
+            if lines is not None:
+                lines.advance(done)
             yield outputs, torch.as_tensor(labels).long().reshape(-1)
+
+
+def _stderr_is_terminal() -> bool:
+    return Console(stderr=True).is_terminal
+
+
+class _LogLines:
+    """Progress as plain lines on stderr where a live bar would not show (stderr a log file,
+    as in ``daalml benchmark ... > run.log 2>&1``): the start, each tenth, the end."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self.description, self.total = description, total
+        self.start = time.monotonic()
+        self.tenths = 0
+        self._print(0)
+
+    def advance(self, done: int) -> None:
+        """Print a line when ``done`` batches reach the next tenth (or the last batch)."""
+        if done * 10 >= (self.tenths + 1) * self.total or done == self.total:
+            self.tenths = done * 10 // max(1, self.total)
+            self._print(done)
+
+    def _print(self, done: int) -> None:
+        elapsed = time.monotonic() - self.start
+        print(
+            f"{self.description}: {done}/{self.total} batches, {elapsed:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def concat_batches(
