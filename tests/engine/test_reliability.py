@@ -675,6 +675,10 @@ def test_loader_state_counts_batches_handed_out_not_those_its_workers_prefetched
     batches = iter(waiting)
     assert waiting.state_dict() == state and next(batches).tolist() == whole[2]
     assert waiting.state_dict() == {**state, "batches": 3}
+    # inside an epoch that now has another number of batches (another device count: the
+    # same config key "auto"), the exact place cannot be found again
+    with pytest.raises(DaalmlError, match="cannot resume inside epoch 1: it had 7 batches"):
+        loader(1).load_state_dict({**state, "length": 7})
 
 
 def test_run_json_records_config_versions_commit_and_seed(trained: Path) -> None:

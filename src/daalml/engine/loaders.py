@@ -16,6 +16,7 @@ from daalml.config import Config
 from daalml.data.sampling import MPerClassBatchSampler
 from daalml.data.seeding import mix_seed, seed_host
 from daalml.engine.data import RunData, dataset_labels
+from daalml.errors import DaalmlError
 
 # where checkpoints written before the loader's own state (ResumableLoader) kept the epoch's
 # progress: {"epoch", "batches" trained in it, "steps_per_epoch"}; still read, never written
@@ -122,6 +123,14 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Go on after the batches ``state`` says were trained; a finished epoch leaves none."""
         epoch, done = int(state["epoch"]), int(state["batches"])
+        length = int(state.get("length", 0))
+        if 0 < done < length and length != len(self):
+            raise DaalmlError(
+                f"cannot resume inside epoch {epoch}: it had {length} batches when the checkpoint"
+                f" was written and has {len(self)} now (another number of devices or processes,"
+                " batch size or training classes); resume on the same setup, or from an"
+                " epoch-end checkpoint"
+            )
         self._restored = (epoch, done) if 0 < done < len(self) else None
         self._loaded = {"epoch": epoch, "batches": done, "length": int(state.get("length", 0))}
 
