@@ -191,6 +191,20 @@ def flat_keys() -> list[str]:
     return [f"{sec}.{f.name}" for sec, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
+def config_differences(
+    saved: Any, current: Any, prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, current value)`` wherever two config trees (``to_dict()``
+    form, or any subtree of it) differ, sorted by key; a key missing on one side is None."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(saved) | set(current)):
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            out += config_differences(saved.get(key), current.get(key), dotted)
+        return out
+    return [] if saved == current else [(prefix, saved, current)]
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."

@@ -52,8 +52,9 @@ def map_batches(
     one short when ``batch_size`` does not divide the dataset. Inputs are moved to ``device``
     (without blocking, which only matters for ``pin_memory`` loaders on CUDA). ``progress``
     shows :func:`progress_bar` with ``description`` on a terminal, plain lines on stderr
-    otherwise (a log file shows the progress of a long cache build too). A consumer that may stop early should
-    close the generator (``contextlib.closing``) so the bar ends at once.
+    otherwise (a log file shows the progress of a long cache build too). A consumer that
+    may stop early should close the generator (``contextlib.closing``) so the bar ends at
+    once.
     """
     loader = DataLoader(
         dataset,

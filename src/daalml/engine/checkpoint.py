@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from daalml.config import Config, apply_overrides, config_from_dict
+from daalml.config import Config, apply_overrides, config_differences, config_from_dict
 from daalml.data.preprocessing import Preprocessing
 from daalml.engine.loaders import saved_loader_state
 from daalml.engine.module import EmbeddingModule, NonFiniteLossError
@@ -233,15 +233,6 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        out = []
-        for key in sorted(set(saved) | set(current)):
-            out += _differences(saved.get(key), current.get(key), f"{prefix}.{key}")
-        return out
-    return [] if saved == current else [f"{prefix} is {current!r} here but {saved!r} in it"]
-
-
 def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved config with the keys added since it was written at their defaults."""
     try:
@@ -256,7 +247,8 @@ def check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], path: Pa
     problems = []
     mid_epoch = resume_point(checkpoint)[1] > 0
     for key in _RESUME_FIXED + (_RESUME_MID_EPOCH if mid_epoch else ()):
-        problems += _differences(_lookup(saved, key), _lookup(config, key), key)
+        differ = config_differences(_lookup(saved, key), _lookup(config, key), key)
+        problems += [f"{dotted} is {now!r} here but {then!r} in it" for dotted, then, now in differ]
     if problems:
         raise DaalmlError(
             f"cannot resume from {path}: {problems[0]}"

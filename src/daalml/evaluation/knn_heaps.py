@@ -79,7 +79,9 @@ def iter_blocks(
 ) -> Iterator[tiles.Block]:
     """Yield ``(start, scores, indices)`` per block of queries, best first, exactly.
 
-    Inputs are L2-normalised fp32 CPU tensors and ``k`` <= the available gallery size. With
+    Inputs are fp32 CPU tensors (L2-normalised for cosine; the operands of
+    :func:`daalml.evaluation.knn_backends.euclidean_operands` for Euclidean) and ``k`` <=
+    the available gallery size. With
     ``exclude_self`` query row i is gallery row i; if both hold the same values, only tiles
     on and above the diagonal are multiplied. The tiles of a sweep are shared among
     ``workers`` Python threads (default: torch's thread count) that run torch and faiss

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from daalml.config import Config, _yaml_load, config_from_dict, load_config
+from daalml.config import Config, _yaml_load, config_differences, config_from_dict, load_config
 from daalml.errors import DaalmlError
 from daalml.losses.registry import build_loss, loss_defaults, loss_names
 
@@ -176,14 +176,13 @@ def check_same_run(run_dir: Path, cfg: Config) -> None:
     if not path.is_file():
         return
     try:
-        saved = _flat(load_config(path).to_dict())
+        saved = load_config(path).to_dict()
     except DaalmlError as exc:
         raise DaalmlError(f"benchmark: {path} cannot be read back: {exc}") from None
-    now = _flat(cfg.to_dict())
     differ = [
-        f"{key} is {saved.get(key)!r} there, {now.get(key)!r} now"
-        for key in sorted(set(saved) | set(now))
-        if key not in RESULT_NEUTRAL_KEYS and saved.get(key) != now.get(key)
+        f"{key} is {then!r} there, {now!r} now"
+        for key, then, now in config_differences(saved, cfg.to_dict())
+        if key not in RESULT_NEUTRAL_KEYS
     ]
     if differ:
         more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
@@ -191,17 +190,6 @@ def check_same_run(run_dir: Path, cfg: Config) -> None:
             f"benchmark: {run_dir} was started with another config: {differ[0]}{more}; "
             f"give another --output, or delete {run_dir} to train it again"
         )
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as {"section.key": value} (loss params stay one dict)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "params":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _columns(metrics: dict[str, Any]) -> dict[str, Any]:
