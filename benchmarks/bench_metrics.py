@@ -10,7 +10,9 @@ N x N x d fp32 product, 1024 rows at a time, results discarded) and our k-means 
 FaissKNN; on CPU also the tiled path's previous threshold-scan merge, side by side with
 the heap merge that now runs there). The check column compares the metrics with PML's, the neighbours with PML's,
 and the backend that ran with the plain exact one (untimed). Prints the CPU features
-found, the backend chosen, peak RSS; a markdown table; asserts nothing.
+found, torch's kernel level and the instruction-set caps set in the environment
+(``ISA_CAPS``: with them this CPU stands in for an older one), the backend chosen, peak RSS;
+a markdown table; asserts nothing.
 
 A second table says where our time goes, each stage timed on its own in the same rounds:
 the search, and for the tiled path its tile products alone (the tiles it multiplies,
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import statistics
 import time
@@ -67,6 +70,18 @@ def cpu_description() -> str:
     found = [f for f in CPU_FLAGS if f in flags]
     missing = [f for f in CPU_FLAGS if f not in flags]
     return f"{model}; has {', '.join(found) or 'none'}; lacks {', '.join(missing) or 'none'}"
+
+
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
+"""Environment variables that make torch, MKL, oneDNN and faiss's OpenBLAS use older kernels:
+set, they let this CPU stand in for an older one (an AVX2-only CPU, say)."""
+
+
+def kernel_description() -> str:
+    """torch's own kernel level and the instruction-set caps set in the environment."""
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
+    capped = f"; capped by {', '.join(caps)}" if caps else ""
+    return f"torch kernels {torch.backends.cpu.get_cpu_capability()}{capped}"
 
 
 def clustered(n: int, dim: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -345,7 +360,7 @@ def main() -> None:
     device = torch.device(args.device)
     logging.getLogger("PML").setLevel(logging.WARNING)
 
-    print(f"CPU: {cpu_description()}")
+    print(f"CPU: {cpu_description()}; {kernel_description()}")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(

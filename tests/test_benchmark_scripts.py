@@ -64,3 +64,18 @@ def test_epoch_times_reads_each_epoch_once_from_a_progress_bar_log(tmp_path):
     log.write_text("\r".join(lines))
     stdout = _run("epoch_times.py", str(log))
     assert stdout.startswith("5 epochs: min 9 s,") and stdout.rstrip().endswith("max 3605 s")
+
+
+def test_metrics_benchmark_names_the_kernels_and_the_caps_that_emulate_an_older_cpu(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_metrics
+
+    for name in bench_metrics.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert bench_metrics.kernel_description().startswith("torch kernels ")
+    assert "capped" not in bench_metrics.kernel_description()
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert bench_metrics.kernel_description().endswith(
+        "; capped by MKL_ENABLE_INSTRUCTIONS=AVX2, OPENBLAS_CORETYPE=Haswell"
+    )

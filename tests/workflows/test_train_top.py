@@ -7,6 +7,7 @@ evaluate/embed on images give the embeddings the cached path gave.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -178,7 +179,8 @@ def test_export_holds_the_trained_top(tmp_path: Path) -> None:
     result = export_model(last, tmp_path / "model.pt", format="torchscript")
     module, _ = load_module(last)
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
         expected = module.eval()(images)
         exported = torch.jit.load(str(result.path))(images)
     torch.testing.assert_close(exported, expected, rtol=0, atol=1e-5)
