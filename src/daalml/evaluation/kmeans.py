@@ -78,7 +78,8 @@ def _assign(
     with_top2: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`assign`'s labels and, ``with_top2``, each row's two largest fp32 scores
-    (float64, n x 2; needs two clusters or more)."""
+    (float64, n x 2; on CPU, with two clusters or more)."""
+    assert not with_top2 or x.device.type == "cpu"
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     top2 = torch.empty((x.shape[0], 2), dtype=torch.float64) if with_top2 else None
     bounds = _assign_bounds(x.shape[0], 1 if pool is None else pool._max_workers)
@@ -229,17 +230,17 @@ class _Bounded:
             return rows
         # The clusters that did not move keep their t_j exactly: up_before bounds them.
         lab, e = lab[rows], err[rows]
-        picked = self.x if rows.shape[0] == self.x.shape[0] else self.x[rows]
-        scores = _scores(picked, centroids[moved], neg_half[moved], self.pool)
         position = torch.full((centroids.shape[0],), -1, dtype=torch.int64)
         position[moved] = torch.arange(moved.shape[0])
         own = position[lab]
+        own_score, best = _moved_scores(
+            self.x, rows, centroids[moved], neg_half[moved], own, self.pool
+        )
         mine = torch.nonzero(own >= 0).squeeze(1)
+        own_score = own_score[mine].double()
         lo = self.lo[rows]
-        own_score = scores[mine, own[mine]].double()
         lo[mine] = torch.maximum(lo[mine], self._down(own_score - e[mine]))
-        scores[mine, own[mine]] = -torch.inf
-        best = scores.amax(dim=1).double()
+        best = best.double()
         best = torch.where(best > -torch.inf, self._up(best + e), best)
         up = torch.maximum(up_before[rows], best)
         self.lo[rows], self.up[rows] = lo, up
@@ -258,23 +259,36 @@ class _Bounded:
         return v - v.abs() * self.slack
 
 
-def _scores(
+def _moved_scores(
     x: torch.Tensor,
+    rows: torch.Tensor,
     centroids: torch.Tensor,
     neg_half: torch.Tensor,
+    own: torch.Tensor,
     pool: ThreadPoolExecutor | None,
-) -> torch.Tensor:
-    """fp32 scores ``h + x.c``, in row blocks (used as bounds: any bits will do)."""
-    out = torch.empty((x.shape[0], centroids.shape[0]), dtype=x.dtype)
-    bounds = _assign_bounds(x.shape[0], 1 if pool is None else pool._max_workers)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 scores of ``x[rows]`` against ``centroids``, in row blocks, reduced per row to
+    the score of column ``own`` (where >= 0) and the largest of the others (-inf if none).
+
+    Used as bounds only (any bits will do); a block at a time, so memory stays O(rows).
+    """
+    own_score = torch.full((rows.shape[0],), -torch.inf, dtype=x.dtype)
+    best = torch.empty(rows.shape[0], dtype=x.dtype)
+    bounds = _assign_bounds(rows.shape[0], 1 if pool is None else pool._max_workers)
 
     def block(b: int) -> None:
         lo, hi = bounds[b], bounds[b + 1]
-        out[lo:hi] = torch.addmm(neg_half, x[lo:hi], centroids.T)
+        picked = x[lo:hi] if rows.shape[0] == x.shape[0] else x[rows[lo:hi]]  # all or some
+        scores = torch.addmm(neg_half, picked, centroids.T)
+        mine = torch.nonzero(own[lo:hi] >= 0).squeeze(1)
+        cols = own[lo:hi][mine]
+        own_score[lo + mine] = scores[mine, cols]
+        scores[mine, cols] = -torch.inf
+        best[lo:hi] = scores.amax(dim=1)
 
     blocks = range(len(bounds) - 1)
     list(map(block, blocks) if pool is None else pool.map(block, blocks))
-    return out
+    return own_score, best
 
 
 def _norms(v: torch.Tensor) -> torch.Tensor:
