@@ -1,0 +1,174 @@
+"""Tests for daalml.evaluation.kmeans: the bounded Lloyd gives the plain loop's labels and
+iteration count, bit for bit, while skipping the points its bounds prove."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import daalml.evaluation.kmeans as KM
+from daalml.evaluation.clustering import _kmeans_seeds
+
+
+def both(x: torch.Tensor, seeds: torch.Tensor, niter: int = 20) -> list[int]:
+    """Asserts the bounded and the plain Lloyd agree; returns the bounded one's rows computed."""
+    plain, plain_iters, plain_rows = KM._lloyd(x, seeds, niter, 0, bounded=False)
+    fast, fast_iters, rows = KM._lloyd(x, seeds, niter, 0, bounded=True)
+    assert torch.equal(fast, plain) and fast_iters == plain_iters
+    assert plain_rows == [x.shape[0]] * len(rows)
+    return rows
+
+
+def clustered(n: int, dim: int, per_class: int, seed: int) -> np.ndarray:
+    """``benchmarks/bench_metrics.py``'s data (unit vectors around random class centres)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
+    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.clustered(n, dim, per_class, seed)[0]
+
+
+@pytest.mark.parametrize(("n", "dim", "seed"), [(3000, 64, 0), (2000, 512, 1), (1500, 32, 2)])
+def test_bounded_lloyd_on_benchmark_data(n: int, dim: int, seed: int) -> None:
+    x = F.normalize(torch.from_numpy(clustered(n, dim, 50, seed)), dim=1).contiguous()
+    rows = both(x, _kmeans_seeds(x, n // 50, seed))
+    assert KM._bounds_hold(x) and rows[0] == n
+    assert min(rows) < n // 10  # the bounds skip most points once the clusters settle
+
+
+def test_bounded_lloyd_pads_a_few_unproved_rows() -> None:
+    x = F.normalize(torch.from_numpy(clustered(800, 64, 40, 3)), dim=1).contiguous()
+    rows = both(x, _kmeans_seeds(x, 20, 3))
+    assert any(0 < r < KM.GEMM_MIN_ROWS for r in rows)
+
+
+def test_bounded_lloyd_with_duplicates_and_exact_ties() -> None:
+    # Small integers: every fp32 score is exact, so equidistant points tie exactly.
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randint(-2, 3, (60, 6), generator=gen).float()
+    x = torch.cat([base, base, base[:20]]).contiguous()  # exact duplicates
+    seeds = torch.zeros(4, 6)
+    seeds[0, 0], seeds[1, 0], seeds[2, 1], seeds[3, 1] = 1, -1, 2, -2  # x[:, 0] = 0 ties 0, 1
+    labels = KM.assign(x, seeds)
+    s = x @ seeds.T - 0.5 * (seeds * seeds).sum(1)
+    assert ((s == s.max(1, keepdim=True).values).sum(1) > 1).any()  # ties present
+    assert torch.equal(labels, torch.from_numpy(s.numpy().argmax(1)))  # to the lower index
+    both(x, seeds)
+
+
+def test_bounded_lloyd_splits_empty_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+    splits: list[int] = []
+    split = KM.reassign_centroids
+
+    def spy(*args: object) -> int:
+        splits.append(split(*args))
+        return splits[-1]
+
+    monkeypatch.setattr(KM, "reassign_centroids", spy)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(300, 8, generator=gen) + 4 * i for i in range(5)])
+    seeds = torch.cat([x[[0, 300, 600]], torch.full((3, 8), 100.0)])  # three get no point
+    rows = both(x, seeds)
+    assert sum(splits) >= 3 and min(rows) < x.shape[0]
+
+
+def test_bounded_lloyd_on_euclidean_data_far_from_the_origin() -> None:
+    # Non-unit rows of norms 0.01 to 100 around an offset of 50: large |x| |c| against small
+    # score gaps, where fp32 rounding exceeds real-arithmetic differences for some points.
+    gen = torch.Generator().manual_seed(2)
+    centres = 3 * torch.randn(12, 16, generator=gen)
+    y = torch.randint(0, 12, (2400,), generator=gen)
+    scale = 10 ** (4 * torch.rand(2400, 1, generator=gen) - 2)
+    x = (50 + scale * (centres[y] + torch.randn(2400, 16, generator=gen))).contiguous()
+    both(x, x[torch.randperm(2400, generator=gen)[:12]])
+    z = (1000 + 0.01 * torch.randn(1000, 8, generator=gen)).contiguous()  # rounding dominates
+    both(z, z[:10].clone())
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 15])
+def test_tiny_sets_use_the_plain_loop(n: int) -> None:
+    x = torch.randn(n, 5, generator=torch.Generator().manual_seed(n))
+    assert not KM._bounds_hold(x)
+    seeds = x[: min(n, 3)].clone()
+    assert torch.equal(KM.lloyd(x, seeds, 20, 0)[0], KM._lloyd(x, seeds, 20, 0, False)[0])
+
+
+def test_one_cluster_is_label_zero() -> None:
+    x = torch.randn(100, 4, generator=torch.Generator().manual_seed(0))
+    assert both(x, x[:1].clone()) == [0, 0]
+
+
+def test_bounded_lloyd_with_two_workers() -> None:
+    x = F.normalize(torch.from_numpy(clustered(2500, 64, 50, 4)), dim=1).contiguous()
+    seeds = _kmeans_seeds(x, 50, 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two worker threads, blocks split between them
+    try:
+        both(x, seeds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(16, 400),
+    dim=st.integers(1, 24),
+    k=st.integers(2, 12),
+    grid=st.booleans(),
+    offset=st.sampled_from([0.0, 1.0, 30.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_bounded_lloyd_equals_plain(
+    n: int, dim: int, k: int, grid: bool, offset: float, seed: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    if grid:  # few distinct values: duplicates and ties
+        x = torch.randint(-2, 3, (n, dim), generator=gen).float()
+    else:
+        centres = 2 * torch.randn(k, dim, generator=gen)
+        x = centres[torch.randint(0, k, (n,), generator=gen)] + torch.randn(n, dim, generator=gen)
+    x = (x + offset).contiguous()
+    both(x, x[torch.randperm(n, generator=gen)[:k]].clone())
+
+
+def test_reduced_precision_matmuls_use_the_plain_loop() -> None:
+    x = torch.randn(100, 4)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        assert not KM._bounds_hold(x)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    assert (
+        KM._bounds_hold(x)
+        and not KM._bounds_hold(x.double())
+        and not KM._bounds_hold(torch.randn(100, 100).T)
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("all_move", [True, False])
+def test_bounds_allow_for_the_fp32_rounding(seed: int, all_move: bool) -> None:
+    # Rows far from the origin: scores ~ 3e7 (ulp 2) while centroids move by an ulp (2e-4):
+    # the rounding outweighs the drift, and the margin 2 E is what keeps the labels. With
+    # one centroid moving at a time, the rows are scored against the moved one.
+    gen = torch.Generator().manual_seed(seed)
+    x = (2000 + 1.5 * torch.randn(4000, 8, generator=gen)).contiguous()
+    centroids = x[:6].clone()
+    bounded = KM._Bounded(x, None)
+    for step in range(12):
+        labels, _ = bounded.assign(centroids)
+        assert torch.equal(labels, KM.assign(x, centroids))
+        moved = slice(None) if all_move else slice(step % 6, step % 6 + 1)
+        towards = centroids[moved] + (-1) ** step * torch.rand(
+            centroids[moved].shape, generator=gen
+        )
+        centroids[moved] = torch.nextafter(centroids[moved], towards)
