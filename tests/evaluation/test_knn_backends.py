@@ -493,17 +493,21 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
 ) -> None:
     """Records every offer (sweep, worker's part, heap, rows): within a sweep no two parts
     write the same rows of a heap; sweep i + 1, which runs while block i is finished,
-    writes none of the heaps that block i is read from (the shared rows of blocks <= i+1
+    writes none of the heaps that block i is read from (the shared rows of blocks <= i
     and sweep i's per-worker heaps: the double buffer)."""
     local = threading.local()
     writes: list[tuple[int, int, int, int, int]] = []  # sweep, part, heap, first, end row
-    parts: dict[int, list[int]] = {}  # sweep -> its parts' own heaps
+    parts: dict[int, list[int]] = {}  # sweep -> its parts' per-worker heaps
+    shared_ids: set[int] = set()
     sweep_part, add = H._sweep_part, H._Heaps.add
 
     def spy_part(*args) -> None:
-        i, own = args[4], args[6]
-        local.tag = (i, id(own))
-        parts.setdefault(i, []).append(id(own))
+        i, direct, shared = args[4], args[6], args[8]
+        local.tag = (i, id(direct))
+        if shared is not None:
+            shared_ids.add(id(shared))
+        if direct is not shared:
+            parts.setdefault(i, []).append(id(direct))
         sweep_part(*args)
 
     def spy_add(self, scores: torch.Tensor, row0: int, col0: int) -> None:
@@ -518,7 +522,7 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
     blocks = H.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
     assert torch.equal(torch.cat([b[2] for b in blocks]), exact)
     bounds = T.block_bounds(q.shape[0], 64)
-    assert sorted(parts) == list(range(len(bounds) - 1))
+    assert len(shared_ids) == exclude_self and len({w[0] for w in writes}) == len(bounds) - 1
     for i, owns in parts.items():
         assert len(set(owns)) == len(owns) <= workers  # a heap set per part
         if i + 1 in parts:
@@ -526,11 +530,9 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
     for a, b in itertools.combinations(writes, 2):
         if a[0] == b[0] and a[1] != b[1] and a[2] == b[2]:
             assert a[4] <= b[3] or b[4] <= a[3], (a, b)  # same sweep, heap, rows: one part
-    own_heaps = {own for owns in parts.values() for own in owns}
-    shared = [w for w in writes if w[2] not in own_heaps]
-    assert bool(shared) == exclude_self
-    for i, _, _, first, _ in shared:
-        assert first >= bounds[i + 1]  # sweep i offers only blocks j > i to the shared set
+    for i, _, heap, first, _ in writes:
+        if heap in shared_ids:
+            assert first >= bounds[i]  # sweep i writes no shared row of a block before i
 
 
 def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

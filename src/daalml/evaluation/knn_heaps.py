@@ -17,19 +17,20 @@ Which heap a tile feeds, so that each heap row has one writer at a time and no l
 needed, with memory that does not grow with the worker threads (:func:`heap_bytes`):
 
 - Sweep i's tiles (i, j) go to worker ``j % workers`` (an even share, as in the scan).
-- Their direct offers (the rows of block i) go to that worker's own heaps for one block of
-  rows, reset at the start of the sweep. There are two sets per worker, for even and odd
-  sweeps: sweep i + 1 runs while block i is finished from sweep i's set.
 - Their transposed offers (the rows of block j > i, leave-one-out only) go to one heap set
   shared by all rows. In sweep i only tile (i, j) offers rows of block j, and sweeps are
-  joined one after the other, so these rows have a single writer; the worker is also always
-  the same (block j's owner, ``j % workers``). Block i's shared rows are complete when
-  sweep i starts (only sweeps i' < i write them) and no later sweep touches them.
+  joined one after the other, so these rows have a single writer, always the same worker
+  (block j's owner, ``j % workers``). No sweep after i touches block i's shared rows.
+- Their direct offers (the rows of block i) go, for block i's owner, to those shared rows
+  (no other writes them in sweep i), and for the other workers to their own heaps for one
+  block of rows, reset at the start of the sweep. There are two such sets per worker, for
+  even and odd sweeps: sweep i + 1 runs while block i is finished from sweep i's set.
 
 So the heaps take ``n_rows x (k + 1) x 12`` bytes for the shared set (leave-one-out only)
 plus ``2 x workers x block x (k + 1) x 12`` for the workers' sets, where one set per worker
 for all rows took ``workers x n_rows x (k + 1) x 12`` (1.5 GB at 100,000 rows and k = 79
-on 16 threads); a row's candidates are the union of its shared and per-worker heaps.
+on 16 threads); a row's candidates are the union of its shared heap and those of the
+workers that had tiles in its sweep, at most ``workers`` heaps as before.
 
 faiss's heaps keep an entry only if it beats the smallest kept one, so at an exact tie they
 may keep a higher index than ours. The result is still exact: every entry a heap left out
@@ -153,17 +154,22 @@ def _search(
     n_blocks = len(q_bounds) - 1
 
     def start_sweep(i: int) -> tuple[list[Future], list[_Heaps]]:
+        """Submit sweep i's parts; the per-worker heaps block i will be read from."""
+        futures, used = [], []
         todo = range(i if symmetric else 0, len(g_bounds) - 1)
-        parts = [(w, [j for j in todo if j % workers == w]) for w in range(workers)]
-        used = [own[i % 2][w] for w, part in parts if part]
-        futures = [
-            pool.submit(
-                _sweep_part, query, gallery, q_bounds, g_bounds, i, part, own[i % 2][w],
+        for w in range(workers):
+            part = [j for j in todo if j % workers == w]
+            if not part:
+                continue
+            owner = shared is not None and w == i % workers
+            direct = shared if owner else own[i % 2][w]
+            row0 = q_bounds[i] if owner else 0
+            if not owner:
+                used.append(direct)
+            futures.append(pool.submit(
+                _sweep_part, query, gallery, q_bounds, g_bounds, i, part, direct, row0,
                 shared, floor, exclude_self,
-            )
-            for w, part in parts
-            if part
-        ]
+            ))
         return futures, used
 
     running, used = start_sweep(0)
@@ -171,9 +177,8 @@ def _search(
         for part in running:
             part.result()
         lo, hi = q_bounds[i], q_bounds[i + 1]
-        # block i's shared rows, complete since sweep i started (block 0 has none)
         heaps = [(h.val[: hi - lo], h.ids[: hi - lo]) for h in used]
-        if shared is not None and i > 0:
+        if shared is not None:
             heaps.append((shared.val[lo:hi], shared.ids[lo:hi]))
         running, used = start_sweep(i + 1) if i + 1 < n_blocks else ([], [])
         yield lo, *_finish(query[lo:hi], gallery, k, lo, heaps, exclude_self)
@@ -186,16 +191,19 @@ def _sweep_part(
     g_bounds: list[int],
     i: int,
     todo: list[int],
-    own: _Heaps,
+    direct: _Heaps,
+    row0: int,
     shared: _Heaps | None,
     floor: np.ndarray,
     exclude_self: bool,
 ) -> None:
-    """One worker's tiles (i, j) of sweep i: the rows of block i offered to its own heaps
-    (reset first), those of block j > i (transposed, leave-one-out) to the shared ones."""
+    """One worker's tiles (i, j) of sweep i: the rows of block i offered to ``direct`` from
+    its row ``row0`` on (the worker's own heaps, reset first, or block i's shared rows),
+    those of block j > i (transposed, leave-one-out) to the shared heaps."""
     faiss.omp_set_num_threads(1)  # this thread's OpenMP setting only: addn stays serial
     i0, i1 = q_bounds[i], q_bounds[i + 1]
-    own.reset(floor[i0:i1])
+    if direct is not shared:
+        direct.reset(floor[i0:i1])
     x_i = query[i0:i1]
     widest = max(b - a for a, b in itertools.pairwise(g_bounds))
     buffer = torch.empty(widest * (i1 - i0))  # the transposed tile, reused
@@ -204,7 +212,7 @@ def _sweep_part(
         sim = tiles.tile_product(x_i, gallery[j0:j1]).contiguous()
         if exclude_self and j0 < i1 and i0 < j1:
             tiles.mask_self(sim, i0, j0)
-        own.add(sim, 0, j0)
+        direct.add(sim, row0, j0)
         if shared is not None and j > i:
             columns = buffer[: sim.numel()].view(sim.shape[1], sim.shape[0])
             columns.copy_(sim.T)
