@@ -499,11 +499,11 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
     writes: list[tuple[int, int, int, int, int]] = []  # sweep, part, heap, first, end row
     parts: dict[int, list[int]] = {}  # sweep -> its parts' per-worker heaps
     shared_ids: set[int] = set()
-    sweep_part, add = H._sweep_part, H._Heaps.add
+    sweep_part, add, calls = H._sweep_part, H._Heaps.add, itertools.count()
 
     def spy_part(*args) -> None:
         i, direct, shared = args[4], args[6], args[8]
-        local.tag = (i, id(direct))
+        local.tag = (i, next(calls))  # the part: one call of _sweep_part
         if shared is not None:
             shared_ids.add(id(shared))
         if direct is not shared:
