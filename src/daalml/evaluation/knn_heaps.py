@@ -16,7 +16,7 @@ holds a placeholder (fewer than k items reached its floor, about 1 row in 1000) 
 Which heap a tile feeds, so that each heap row has one writer at a time and no lock is
 needed, with memory that does not grow with the worker threads (:func:`heap_bytes`):
 
-- Sweep i's tiles (i, j) go to worker ``j % workers`` (an even share, as in the scan).
+- Sweep i's tiles (i, j) go to worker ``j % workers`` (shares differ by at most a tile).
 - Their transposed offers (the rows of block j > i, leave-one-out only) go to one heap set
   shared by all rows. In sweep i only tile (i, j) offers rows of block j, and sweeps are
   joined one after the other, so these rows have a single writer, always the same worker
@@ -24,7 +24,8 @@ needed, with memory that does not grow with the worker threads (:func:`heap_byte
 - Their direct offers (the rows of block i) go, for block i's owner, to those shared rows
   (no other writes them in sweep i), and for the other workers to their own heaps for one
   block of rows, reset at the start of the sweep. There are two such sets per worker, for
-  even and odd sweeps: sweep i + 1 runs while block i is finished from sweep i's set.
+  even and odd sweeps: sweep i + 1 runs while block i is finished from sweep i's set,
+  and sweep i + 2, which reuses it, starts only once block i has been handed out.
 
 So the heaps take ``n_rows x (k + 1) x 12`` bytes for the shared set (leave-one-out only)
 plus ``2 x workers x block x (k + 1) x 12`` for the workers' sets, where one set per worker
