@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -409,22 +411,33 @@ def test_tiled_does_not_depend_on_workers_and_closes_early(exclude_self: bool, i
         assert torch.get_num_threads() == threads
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("exclude_self", [True, False])
 def test_heaps_redo_the_rows_tied_at_the_k_boundary(
-    tile_redo_counter: list[int], exclude_self: bool
+    tile_redo_counter: list[int], exclude_self: bool, workers: int
 ) -> None:
     """faiss's heaps may keep a higher index at an exact tie: such rows fail the
-    certificate and are recomputed, and only those (a gallery without ties redoes none)."""
+    certificate and are recomputed, and only those (a gallery without ties redoes none),
+    whatever the number of workers whose heaps a row's candidates come from."""
     redone = tile_redo_counter
+
+    def search(q: torch.Tensor, g: torch.Tensor, k: int, exclude_self: bool, block: int):
+        blocks = list(
+            H.iter_blocks(q, g, k, exclude_self=exclude_self, block=block, workers=workers)
+        )
+        return torch.cat([b[1] for b in blocks]), torch.cat([b[2] for b in blocks])
+
     base = dyadic_unit(150, 8, seed=1)
     g = torch.cat([base, base[:40], base[:10]])
     q = g if exclude_self else dyadic_unit(70, 8, seed=2)
-    ref_idx = reference(q, g, 25, exclude_self)[1]
-    assert tiled(q, g, 25, exclude_self, 32, H)[1].numpy().tolist() == ref_idx.tolist()
+    ref_scores, ref_idx = reference(q, g, 25, exclude_self)
+    scores, idx = search(q, g, 25, exclude_self, 32)
+    assert idx.numpy().tolist() == ref_idx.tolist()
+    assert scores.numpy().tolist() == ref_scores.astype(np.float32).tolist()
     assert sum(redone) > 0
     redone.clear()
     g = random_unit(600, 16, seed=7)
-    assert torch.equal(tiled(g, g, 9, True, 64, H)[1], knn(g, g, 9, exclude_self=True)[1])
+    assert torch.equal(search(g, g, 9, True, 64)[1], knn(g, g, 9, exclude_self=True)[1])
     assert redone == []
 
 
@@ -436,6 +449,90 @@ def test_heaps_redo_rows_whose_floor_too_few_items_reach(
     monkeypatch.setattr(T, "_thresholds", lambda q, *a: torch.full((len(q),), 0.999))
     assert torch.equal(tiled(g, g, 9, True, 64, H)[1], knn(g, g, 9, exclude_self=True)[1])
     assert sum(tile_redo_counter) == 600
+
+
+def test_heap_bytes_do_not_grow_with_the_workers() -> None:
+    """One shared set for all rows; per worker only two sets of one block's rows."""
+    k, row = 79, 80 * 12
+    for workers in (1, 2, 16):
+        extra = 2 * workers * T.CPU_BLOCK * row  # the workers' block heaps
+        assert H.heap_bytes(100_000, k, workers) == 100_000 * row + extra
+        assert H.heap_bytes(200_000, k, workers) == 200_000 * row + extra
+        assert H.heap_bytes(100_000, k, workers, symmetric=False) == extra
+    assert 16 * 100_000 * row > H.HEAP_BYTES_MAX  # a set per worker for all rows did not fit
+    assert H.fits(100_000, k, 16) and H.fits(1_000_000, k, 16)
+    assert not H.fits(1_200_000, k, 1)
+    assert H.heap_bytes(700, 9, 3, block=64) == (700 + 2 * 3 * 64) * 10 * 12
+    assert H.heap_bytes(70, 9, 3, block=64) == (70 + 2 * 3 * 70) * 10 * 12  # one short block
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_heaps_allocate_the_bytes_said(
+    monkeypatch: pytest.MonkeyPatch, exclude_self: bool, workers: int
+) -> None:
+    allocated: list[int] = []
+    init = H._Heaps.__init__
+
+    def spy(self, *args) -> None:
+        init(self, *args)
+        allocated.append(self.val.nbytes + self.ids.nbytes)
+
+    monkeypatch.setattr(H._Heaps, "__init__", spy)
+    g = random_unit(700, 16, seed=11)
+    q = g if exclude_self else random_unit(300, 16, seed=12)
+    list(H.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers))
+    expected = H.heap_bytes(q.shape[0], 12, workers, block=64, symmetric=exclude_self)
+    assert sum(allocated) == expected
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_heaps_each_heap_row_has_one_writer_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, exclude_self: bool, workers: int
+) -> None:
+    """Records every offer (sweep, worker's part, heap, rows): within a sweep no two parts
+    write the same rows of a heap; sweep i + 1, which runs while block i is finished,
+    writes none of the heaps that block i is read from (the shared rows of blocks <= i
+    and sweep i's per-worker heaps: the double buffer)."""
+    local = threading.local()
+    writes: list[tuple[int, int, int, int, int]] = []  # sweep, part, heap, first, end row
+    parts: dict[int, list[int]] = {}  # sweep -> its parts' per-worker heaps
+    shared_ids: set[int] = set()
+    sweep_part, add, calls = H._sweep_part, H._Heaps.add, itertools.count()
+
+    def spy_part(*args) -> None:
+        i, direct, shared = args[4], args[6], args[8]
+        local.tag = (i, next(calls))  # the part: one call of _sweep_part
+        if shared is not None:
+            shared_ids.add(id(shared))
+        if direct is not shared:
+            parts.setdefault(i, []).append(id(direct))
+        sweep_part(*args)
+
+    def spy_add(self, scores: torch.Tensor, row0: int, col0: int) -> None:
+        writes.append((*local.tag, id(self), row0, row0 + scores.shape[0]))
+        add(self, scores, row0, col0)
+
+    monkeypatch.setattr(H, "_sweep_part", spy_part)
+    monkeypatch.setattr(H._Heaps, "add", spy_add)
+    g = random_unit(700, 16, seed=11)
+    q = g if exclude_self else random_unit(300, 16, seed=12)
+    exact = knn(q, g, 12, exclude_self=exclude_self, backend="exact")[1]
+    blocks = H.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers)
+    assert torch.equal(torch.cat([b[2] for b in blocks]), exact)
+    bounds = T.block_bounds(q.shape[0], 64)
+    assert len(shared_ids) == exclude_self and len({w[0] for w in writes}) == len(bounds) - 1
+    for i, owns in parts.items():
+        assert len(set(owns)) == len(owns) <= workers  # a heap set per part
+        if i + 1 in parts:
+            assert not set(owns) & set(parts[i + 1])  # the double buffer
+    for a, b in itertools.combinations(writes, 2):
+        if a[0] == b[0] and a[1] != b[1] and a[2] == b[2]:
+            assert a[4] <= b[3] or b[4] <= a[3], (a, b)  # same sweep, heap, rows: one part
+    for i, _, heap, first, _ in writes:
+        if heap in shared_ids:
+            assert first >= bounds[i]  # sweep i writes no shared row of a block before i
 
 
 def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -454,7 +551,7 @@ def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ValueError, match="CPU"):
         next(H.iter_blocks(g.to("meta"), g.to("meta"), 10, exclude_self=True))
     calls.clear()
-    monkeypatch.setattr(H, "HEAP_BYTES_MAX", 11 * 12 * 5000 * torch.get_num_threads() - 1)
+    monkeypatch.setattr(H, "HEAP_BYTES_MAX", H.heap_bytes(5000, 10, torch.get_num_threads()) - 1)
     assert torch.equal(knn(g, g, 10, exclude_self=True)[1], knn(g, g, 10, backend="exact",
                                                               exclude_self=True)[1])
     assert calls == []  # heaps past their memory bound: the threshold scan ran

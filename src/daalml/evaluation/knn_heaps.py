@@ -13,14 +13,32 @@ scan path's thresholds, for k + 1), so that only entries above it ever enter: fr
 start most entries of the first tiles would, each a heap update. A row whose top k still
 holds a placeholder (fewer than k items reached its floor, about 1 row in 1000) is redone.
 
-Every worker thread keeps its own heaps for all rows, so no two threads ever write the same
-memory and no lock is needed; a row's candidates are the union of its heaps. faiss's heaps
-keep an entry only if it beats the smallest kept one, so at an exact tie they may keep a
-higher index than ours. The result is still exact: every entry a heap left out scores at
-most that heap's smallest kept value, so whenever the k-th best of the union scores above
-the largest of those minima, the union holds the true top k, ordered here by keys that sort
-like (score descending, index ascending). A row where it does not (a tie at the k
-boundary) is recomputed on the plain path.
+Which heap a tile feeds, so that each heap row has one writer at a time and no lock is
+needed, with memory that does not grow with the worker threads (:func:`heap_bytes`):
+
+- Sweep i's tiles (i, j) go to worker ``j % workers`` (shares differ by at most a tile).
+- Their transposed offers (the rows of block j > i, leave-one-out only) go to one heap set
+  shared by all rows. In sweep i only tile (i, j) offers rows of block j, and sweeps are
+  joined one after the other, so these rows have a single writer, always the same worker
+  (block j's owner, ``j % workers``). No sweep after i touches block i's shared rows.
+- Their direct offers (the rows of block i) go, for block i's owner, to those shared rows
+  (no other writes them in sweep i), and for the other workers to their own heaps for one
+  block of rows, reset at the start of the sweep. There are two such sets per worker, for
+  even and odd sweeps: sweep i + 1 runs while block i is finished from sweep i's set,
+  and sweep i + 2, which reuses it, starts only once block i has been handed out.
+
+So the heaps take ``n_rows x (k + 1) x 12`` bytes for the shared set (leave-one-out only)
+plus ``2 x workers x block x (k + 1) x 12`` for the workers' sets, where one set per worker
+for all rows took ``workers x n_rows x (k + 1) x 12`` (1.5 GB at 100,000 rows and k = 79
+on 16 threads); a row's candidates are the union of its shared heap and those of the
+workers that had tiles in its sweep, at most ``workers`` heaps as before.
+
+faiss's heaps keep an entry only if it beats the smallest kept one, so at an exact tie they
+may keep a higher index than ours. The result is still exact: every entry a heap left out
+scores at most that heap's smallest kept value, so whenever the k-th best of the union
+scores above the largest of those minima, the union holds the true top k, ordered here by
+keys that sort like (score descending, index ascending). A row where it does not (a tie at
+the k boundary) is recomputed on the plain path.
 """
 
 from __future__ import annotations
@@ -35,32 +53,49 @@ import torch
 
 from daalml.evaluation import knn_tiles as tiles
 
-__all__ = ["HEAP_BYTES_MAX", "fits", "iter_blocks"]
+__all__ = ["HEAP_BYTES_MAX", "fits", "heap_bytes", "iter_blocks"]
 
 HEAP_BYTES_MAX = 2**30
-"""Most bytes the heaps may take (k + 1 float32 scores and int64 indices per query row, one
-set per worker); a larger search runs the threshold scan, whose candidates do not grow with
-the workers."""
+"""Most bytes the heaps may take (:func:`heap_bytes`); a larger search runs the threshold
+scan instead."""
+
+
+def heap_bytes(
+    n_queries: int, k: int, workers: int, *, block: int = tiles.CPU_BLOCK, symmetric: bool = True
+) -> int:
+    """Bytes of the heaps a search of ``n_queries`` rows for ``k`` neighbours allocates on
+    ``workers`` threads: the shared set for all rows (leave-one-out only) and two sets of
+    one block's rows per worker (k + 1 float32 scores and int64 indices a row)."""
+    widest = max((b - a for a, b in itertools.pairwise(tiles.block_bounds(n_queries, block))),
+                 default=0)
+    rows = (n_queries if symmetric else 0) + 2 * max(1, workers) * widest
+    return rows * (k + 1) * 12
 
 
 def fits(n_queries: int, k: int, workers: int) -> bool:
     """Whether the heaps of a search of ``n_queries`` rows for ``k`` neighbours on
-    ``workers`` threads stay within ``HEAP_BYTES_MAX``."""
-    return max(1, workers) * n_queries * (k + 1) * 12 <= HEAP_BYTES_MAX
+    ``workers`` threads stay within ``HEAP_BYTES_MAX`` (counting the shared set, which only
+    a leave-one-out search allocates)."""
+    return heap_bytes(n_queries, k, workers) <= HEAP_BYTES_MAX
 
 
 class _Heaps:
-    """The best ``size`` (score, column) of every row, in faiss's C++ min-heaps."""
+    """The best ``size`` (score, column) of ``n_rows`` rows, in faiss's C++ min-heaps."""
 
-    def __init__(self, floor: torch.Tensor, size: int) -> None:
-        """Heaps holding ``size`` placeholders per row: index -1 at the row's ``floor``
-        score, which only a higher score replaces (equal values are a valid heap)."""
-        n_rows = floor.shape[0]
-        self.val = np.repeat(floor.numpy().astype(np.float32)[:, None], size, axis=1)
-        self.ids = np.full((n_rows, size), -1, dtype=np.int64)
+    def __init__(self, n_rows: int, size: int) -> None:
+        """Room for the heaps; :meth:`reset` fills them before use."""
+        self.val = np.empty((n_rows, size), dtype=np.float32)
+        self.ids = np.empty((n_rows, size), dtype=np.int64)
         self.heap = faiss.float_minheap_array_t()
         self.heap.nh, self.heap.k = n_rows, size
         self.heap.val, self.heap.ids = faiss.swig_ptr(self.val), faiss.swig_ptr(self.ids)
+
+    def reset(self, floor: np.ndarray) -> None:
+        """Fill the first ``len(floor)`` rows with placeholders: index -1 at the row's
+        ``floor`` score, which only a higher score replaces (equal values are a valid heap)."""
+        n_rows = floor.shape[0]
+        self.val[:n_rows] = floor[:, None]
+        self.ids[:n_rows] = -1
 
     def add(self, scores: torch.Tensor, row0: int, col0: int) -> None:
         """Offer ``scores`` (rows ``row0`` on, columns ``col0`` on; C-contiguous fp32)."""
@@ -108,26 +143,45 @@ def _search(
     g_bounds = q_bounds if symmetric else tiles.block_bounds(gallery.shape[0], block)
     # Starting at a threshold that k + 1 items reach (but for about 1 row in 1000) spares
     # the heaps most of the replacements an empty start costs.
-    floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool)
-    heaps = [_Heaps(floor, k + 1) for _ in range(workers)]
+    floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool).numpy()
+    floor = floor.astype(np.float32, copy=False)
+    shared = None
+    if symmetric:
+        shared = _Heaps(query.shape[0], k + 1)
+        shared.reset(floor)
+    widest = max(b - a for a, b in itertools.pairwise(q_bounds))
+    # per worker, one set for the even sweeps and one for the odd ones
+    own = [[_Heaps(widest, k + 1) for _ in range(workers)] for _ in range(2)]
     n_blocks = len(q_bounds) - 1
 
-    def start_sweep(i: int) -> list[Future]:
-        todo = list(range(i if symmetric else 0, len(g_bounds) - 1))
-        return [
-            pool.submit(
-                _sweep_part, query, gallery, q_bounds, g_bounds, i, todo[w::workers], heaps[w],
-                exclude_self, symmetric,
-            )
-            for w in range(workers)
-        ]
+    def start_sweep(i: int) -> tuple[list[Future], list[_Heaps]]:
+        """Submit sweep i's parts; the per-worker heaps block i will be read from."""
+        futures, used = [], []
+        todo = range(i if symmetric else 0, len(g_bounds) - 1)
+        for w in range(workers):
+            part = [j for j in todo if j % workers == w]
+            if not part:
+                continue
+            owner = shared is not None and w == i % workers
+            direct = shared if owner else own[i % 2][w]
+            row0 = q_bounds[i] if owner else 0
+            if not owner:
+                used.append(direct)
+            futures.append(pool.submit(
+                _sweep_part, query, gallery, q_bounds, g_bounds, i, part, direct, row0,
+                shared, floor, exclude_self,
+            ))
+        return futures, used
 
-    running = start_sweep(0)
+    running, used = start_sweep(0)
     for i in range(n_blocks):
         for part in running:
             part.result()
-        running = start_sweep(i + 1) if i + 1 < n_blocks else []
         lo, hi = q_bounds[i], q_bounds[i + 1]
+        heaps = [(h.val[: hi - lo], h.ids[: hi - lo]) for h in used]
+        if shared is not None:
+            heaps.append((shared.val[lo:hi], shared.ids[lo:hi]))
+        running, used = start_sweep(i + 1) if i + 1 < n_blocks else ([], [])
         yield lo, *_finish(query[lo:hi], gallery, k, lo, heaps, exclude_self)
 
 
@@ -138,14 +192,19 @@ def _sweep_part(
     g_bounds: list[int],
     i: int,
     todo: list[int],
-    heaps: _Heaps,
+    direct: _Heaps,
+    row0: int,
+    shared: _Heaps | None,
+    floor: np.ndarray,
     exclude_self: bool,
-    symmetric: bool,
 ) -> None:
-    """One worker's tiles (i, j) of sweep i, offered to its own heaps: the rows of block i
-    and, for a symmetric tile above the diagonal, the rows of block j (transposed)."""
+    """One worker's tiles (i, j) of sweep i: the rows of block i offered to ``direct`` from
+    its row ``row0`` on (the worker's own heaps, reset first, or block i's shared rows),
+    those of block j > i (transposed, leave-one-out) to the shared heaps."""
     faiss.omp_set_num_threads(1)  # this thread's OpenMP setting only: addn stays serial
     i0, i1 = q_bounds[i], q_bounds[i + 1]
+    if direct is not shared:
+        direct.reset(floor[i0:i1])
     x_i = query[i0:i1]
     widest = max(b - a for a, b in itertools.pairwise(g_bounds))
     buffer = torch.empty(widest * (i1 - i0))  # the transposed tile, reused
@@ -154,11 +213,11 @@ def _sweep_part(
         sim = tiles.tile_product(x_i, gallery[j0:j1]).contiguous()
         if exclude_self and j0 < i1 and i0 < j1:
             tiles.mask_self(sim, i0, j0)
-        heaps.add(sim, i0, j0)
-        if symmetric and j > i:
+        direct.add(sim, row0, j0)
+        if shared is not None and j > i:
             columns = buffer[: sim.numel()].view(sim.shape[1], sim.shape[0])
             columns.copy_(sim.T)
-            heaps.add(columns, j0, i0)
+            shared.add(columns, j0, i0)
 
 
 def _finish(
@@ -166,15 +225,15 @@ def _finish(
     gallery: torch.Tensor,
     k: int,
     start: int,
-    heaps: list[_Heaps],
+    heaps: list[tuple[np.ndarray, np.ndarray]],
     exclude_self: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact top k of the rows ``start`` on from the union of their heaps."""
-    end = start + x_i.shape[0]
-    values = torch.cat([torch.from_numpy(h.val[start:end]) for h in heaps], dim=1)
-    columns = torch.cat([torch.from_numpy(h.ids[start:end]) for h in heaps], dim=1)
+    """The exact top k of the rows ``start`` on from the union of their heaps (each given
+    as its (scores, indices) for these rows)."""
+    values = torch.cat([torch.from_numpy(val) for val, _ in heaps], dim=1)
+    columns = torch.cat([torch.from_numpy(ids) for _, ids in heaps], dim=1)
     # Each heap's root is its smallest kept value: all it left out score at most that.
-    left_out_max = torch.stack([torch.from_numpy(h.val[start:end, 0]) for h in heaps]).amax(0)
+    left_out_max = torch.stack([torch.from_numpy(val[:, 0]) for val, _ in heaps]).amax(0)
     keys = torch.topk(tiles.score_keys(values, columns), k, dim=1, sorted=True).values
     scores, indices = tiles.decode_keys(keys)
     # a placeholder among the top k (fewer reached the floor): implied by the root test, as a
