@@ -462,13 +462,14 @@ def test_nmi_seeding_runs_beside_the_search_with_the_same_result(
     labels = torch.arange(12).repeat_interleave(40)
     x = torch.nn.functional.normalize(centres[labels] + 0.3 * torch.randn(480, 32, generator=gen))
     threads: list[str] = []
-    original = C._kmeans_seeds
+    original = C._seeds_of
 
-    def spy(*args, **kwargs):
+    def spy(sample, *args, **kwargs):
+        assert isinstance(sample, np.ndarray)  # a host copy: no tensor is read in the thread
         threads.append(threading.current_thread().name)
-        return original(*args, **kwargs)
+        return original(sample, *args, **kwargs)
 
-    monkeypatch.setattr(C, "_kmeans_seeds", spy)
+    monkeypatch.setattr(C, "_seeds_of", spy)
     both = retrieval_metrics(x, labels)["nmi"], query_gallery_metrics(x, labels, x, labels)["nmi"]
     assert all(name.startswith("daalml-kmeans-seeding") for name in threads) and len(threads) == 2
     assert both[0] == C._nmi(x, labels, 0, C.DEFAULT_KMEANS_NITER)

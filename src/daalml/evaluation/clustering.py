@@ -57,18 +57,21 @@ def nmi_later(
     neighbour search, so the retrieval metrics start it first and search meanwhile: it is
     one thread more beside the search's workers, and fills the time a core of theirs
     waits (run in turn, the other core idled during the seeding). The result does not
-    depend on the overlap (the seeding is seeded and single-threaded). If the caller
-    fails before ``finish``, the seeding still runs to its end in its thread, then is
-    dropped.
+    depend on the overlap (the seeding is seeded and single-threaded). The thread sees
+    only a host copy of its sample, taken here: embeddings on a GPU are read on the
+    caller's CUDA stream, never on another thread's. If the caller fails before
+    ``finish``, the seeding still runs to its end in its thread, then is dropped.
     """
     y = labels.cpu().numpy()
     n_clusters = len(np.unique(y))
+    sample = _seed_sample(embeddings, n_clusters, seed)
     pool = ThreadPoolExecutor(1, thread_name_prefix="daalml-kmeans-seeding")
-    seeds = pool.submit(_kmeans_seeds, embeddings, n_clusters, seed)
+    seeds = pool.submit(_seeds_of, sample, n_clusters, seed)
     pool.shutdown(wait=False)  # the thread ends with the seeding
 
     def finish() -> float:
-        assign, _ = _kmeans.lloyd(embeddings, seeds.result(), niter, seed)
+        centroids = torch.from_numpy(seeds.result()).to(embeddings.device)
+        assign, _ = _kmeans.lloyd(embeddings, centroids, niter, seed)
         return float(normalized_mutual_info_score(y, assign.cpu().numpy()))
 
     return finish
@@ -76,6 +79,12 @@ def nmi_later(
 
 def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
     """k-means++ centroids (faiss) from a seeded subsample, on ``x``'s device."""
+    seeds = _seeds_of(_seed_sample(x, n_clusters, seed), n_clusters, seed)
+    return torch.from_numpy(seeds).to(x.device)
+
+
+def _seed_sample(x: torch.Tensor, n_clusters: int, seed: int) -> np.ndarray:
+    """The seeded subsample the seeding runs on, as contiguous fp32 on the host."""
     n_sample = max(KMEANS_SEED_MIN_POINTS, KMEANS_SEED_POINTS_PER_CLUSTER * n_clusters)
     rng = np.random.default_rng(seed)
     if n_sample >= x.shape[0]:
@@ -83,7 +92,11 @@ def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
     else:
         pick = np.sort(rng.choice(x.shape[0], n_sample, replace=False))
         sample = x[torch.from_numpy(pick).to(x.device)].cpu().numpy()
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    return np.ascontiguousarray(sample, dtype=np.float32)
+
+
+def _seeds_of(sample: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """k-means++ centroids (faiss) of ``sample`` (n_clusters x d, fp32)."""
     seeder = _faiss_kmeans(sample.shape[0], sample.shape[1], n_clusters, seed, niter=0)
     threads = faiss.omp_get_max_threads()  # this thread's setting (OpenMP keeps one per thread)
     faiss.omp_set_num_threads(KMEANS_SEED_THREADS)
@@ -91,7 +104,7 @@ def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
         seeder.train(sample)
     finally:
         faiss.omp_set_num_threads(threads)
-    return torch.from_numpy(seeder.centroids.copy()).to(x.device)
+    return seeder.centroids.copy()
 
 
 def _faiss_kmeans(n: int, dim: int, n_clusters: int, seed: int, niter: int) -> faiss.Kmeans:
