@@ -79,3 +79,13 @@ def test_metrics_benchmark_names_the_kernels_and_the_caps_that_emulate_an_older_
     assert bench_metrics.kernel_description().endswith(
         "; capped by MKL_ENABLE_INSTRUCTIONS=AVX2, OPENBLAS_CORETYPE=Haswell"
     )
+
+
+def test_floor_sample_benchmark_prints_one_row_per_fraction():
+    stdout = _run(
+        "bench_floor_sample.py", "--sizes", "5000", "--dim", "16", "--repeats", "1",
+        "--fractions", "16,64",
+    )  # fmt: skip
+    rows = [line for line in stdout.splitlines() if line.startswith("| 5000 |")]
+    assert [row.split("|")[3].strip() for row in rows] == ["16", "19"]  # 64 clamped: 5000 // 256
+    assert all(row.rstrip().endswith("| True |") for row in rows)

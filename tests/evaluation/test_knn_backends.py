@@ -451,6 +451,30 @@ def test_heaps_redo_rows_whose_floor_too_few_items_reach(
     assert sum(tile_redo_counter) == 600
 
 
+def test_heap_floors_come_from_a_sparser_sample_and_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The floors' sample is 1/64 of large galleries (never under SAMPLE_MIN columns, never
+    denser than the scan's 1/16); the search stays exact with it."""
+    assert H.floor_fraction(4096) == T.SAMPLE_FRACTION  # 256 columns either way
+    assert H.floor_fraction(10_000) == 10_000 // T.SAMPLE_MIN
+    assert H.floor_fraction(20_000) == H.FLOOR_SAMPLE_FRACTION == 64
+    assert H.floor_fraction(1_000_000) == 64
+    seen: list[int] = []
+    thresholds = T.row_thresholds
+
+    def spy(*args) -> torch.Tensor:
+        seen.append(args[-1])
+        return thresholds(*args)
+
+    monkeypatch.setattr(T, "row_thresholds", spy)
+    g = random_unit(9000, 8, seed=5)  # d = 8: many near-ties among 9000 neighbours
+    scores, idx = knn(g, g, 20, exclude_self=True, backend="tiled")  # the heaps, on CPU
+    ref_scores, ref_idx = knn(g, g, 20, exclude_self=True, backend="exact")
+    assert seen == [9000 // T.SAMPLE_MIN] and torch.equal(idx, ref_idx)
+    assert torch.equal(scores, ref_scores)
+
+
 def test_heap_bytes_do_not_grow_with_the_workers() -> None:
     """One shared set for all rows; per worker only two sets of one block's rows."""
     k, row = 79, 80 * 12

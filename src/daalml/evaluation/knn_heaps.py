@@ -9,7 +9,7 @@ in C++, a heap update for the few that enter), which is why this path runs on CP
 only; on a GPU the scan of :mod:`knn_tiles` runs.
 
 The heaps start full of placeholders at a per-row floor read off a gallery sample (the
-scan path's thresholds, for k + 1), so that only entries above it ever enter: from an empty
+scan path's thresholds, for k + 1, from a sparser sample: ``FLOOR_SAMPLE_FRACTION``), so that only entries above it ever enter: from an empty
 start most entries of the first tiles would, each a heap update. A row whose top k still
 holds a placeholder (fewer than k items reached its floor, about 1 row in 1000) is redone.
 
@@ -53,11 +53,31 @@ import torch
 
 from daalml.evaluation import knn_tiles as tiles
 
-__all__ = ["HEAP_BYTES_MAX", "fits", "heap_bytes", "iter_blocks"]
+__all__ = [
+    "FLOOR_SAMPLE_FRACTION",
+    "HEAP_BYTES_MAX",
+    "fits",
+    "floor_fraction",
+    "heap_bytes",
+    "iter_blocks",
+]
 
 HEAP_BYTES_MAX = 2**30
 """Most bytes the heaps may take (:func:`heap_bytes`); a larger search runs the threshold
 scan instead."""
+
+
+FLOOR_SAMPLE_FRACTION = 64
+"""The heaps' floors come from a 1/64 gallery sample (the threshold scan's is 1/16): a lower
+floor only lets a few more entries into the heaps, while the sample's product grows as
+N^2 / fraction. ``benchmarks/bench_floor_sample.py`` times the fractions side by side
+(docs/performance.md: level at N = 20,000, 1/64 about 10% less CPU than 1/16 at 60,000)."""
+
+
+def floor_fraction(n_gallery: int) -> int:
+    """The fraction of the gallery the floors are read from: FLOOR_SAMPLE_FRACTION, but no
+    sparser than ``tiles.SAMPLE_MIN`` columns and no denser than the scan's sample."""
+    return max(tiles.SAMPLE_FRACTION, min(FLOOR_SAMPLE_FRACTION, n_gallery // tiles.SAMPLE_MIN))
 
 
 def heap_bytes(
@@ -143,7 +163,9 @@ def _search(
     g_bounds = q_bounds if symmetric else tiles.block_bounds(gallery.shape[0], block)
     # Starting at a threshold that k + 1 items reach (but for about 1 row in 1000) spares
     # the heaps most of the replacements an empty start costs.
-    floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool).numpy()
+    fraction = floor_fraction(gallery.shape[0])
+    floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool, fraction)
+    floor = floor.numpy()
     floor = floor.astype(np.float32, copy=False)
     shared = None
     if symmetric:

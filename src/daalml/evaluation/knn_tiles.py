@@ -231,14 +231,16 @@ def usable(n_gallery: int, k: int) -> bool:
     return n_sample >= SAMPLE_MIN and sample_rank(k, SAMPLE_FRACTION) * 4 <= n_sample
 
 
-def _sample(gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """A fixed random 1/``SAMPLE_FRACTION`` of the gallery (sorted indices, rows) and the rank
-    of the thresholds in it."""
+def _sample(
+    gallery: torch.Tensor, k: int, fraction: int = SAMPLE_FRACTION
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A fixed random 1/``fraction`` of the gallery (sorted indices, rows) and the rank of
+    the thresholds in it."""
     n_g = gallery.shape[0]
-    n_sample = max(1, n_g // SAMPLE_FRACTION)
+    n_sample = max(1, n_g // fraction)
     gen = torch.Generator().manual_seed(0)
     sample = torch.randperm(n_g, generator=gen)[:n_sample].sort().values.to(gallery.device)
-    rank = min(sample_rank(k, SAMPLE_FRACTION), n_sample)  # small galleries: a weak bound
+    rank = min(sample_rank(k, fraction), n_sample)  # small galleries: a weak bound
     return sample, gallery[sample], rank
 
 
@@ -267,11 +269,12 @@ def row_thresholds(
     exclude_self: bool,
     block: int,
     pool: ThreadPoolExecutor,
+    fraction: int = SAMPLE_FRACTION,
 ) -> torch.Tensor:
-    """Every query's threshold: its ``sample_rank(k)``-th best score in the fixed gallery
-    sample, so that fewer than k gallery items reach it with probability at most
-    REDO_PROBABILITY (the query blocks shared among ``pool``'s workers)."""
-    sample = _sample(gallery, k)
+    """Every query's threshold: its ``sample_rank(k, fraction)``-th best score in the fixed
+    1/``fraction`` gallery sample, so that fewer than k gallery items reach it with
+    probability at most REDO_PROBABILITY (the query blocks shared among ``pool``'s workers)."""
+    sample = _sample(gallery, k, fraction)
     starts = range(0, query.shape[0], block)
     parts = pool.map(lambda s: _thresholds(query[s : s + block], s, sample, exclude_self), starts)
     return torch.cat(list(parts))
