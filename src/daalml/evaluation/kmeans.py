@@ -31,7 +31,8 @@ runs in float64, rounded outward, and a NaN leaves a point unproved. So the labe
 iterations run, are those of the plain loop, which :func:`_lloyd` keeps (``bounded=False``);
 the centroid sums are recomputed in full every iteration, as before, so the centroids are
 too. On the clustered benchmark data (d = 512, 400 or 1200 clusters) the full GEMM
-re-assigns every point in the first three assignments, then 0-3% of them. A GPU (cuBLAS
+re-assigns every point in the first three assignments, then few (tests/evaluation/
+test_kmeans.py checks that most are skipped). A GPU (cuBLAS
 picks its kernels, so the bits, by the GEMM's shape), other dtypes and reduced-precision
 fp32 matmuls use the plain loop (:func:`_bounds_hold`).
 """

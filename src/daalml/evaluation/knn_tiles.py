@@ -333,7 +333,8 @@ def _search(
     workers: int,
     pool: ThreadPoolExecutor,
 ) -> Iterator[Block]:
-    """The sweeps of :func:`iter_blocks`; tile (i, j) of a sweep goes to worker j % workers.
+    """The sweeps of :func:`iter_blocks`; sweep i's tiles (i, j) are dealt out in turn from
+    its first (j = i for leave-one-out, else 0): worker w takes every workers-th from the w-th.
 
     Within a sweep each worker collects its own entries for the sweep's rows (merged after)
     and is the only one to touch the rows of its blocks j; sweeps are separated by a join.
