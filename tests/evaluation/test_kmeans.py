@@ -172,3 +172,22 @@ def test_bounds_allow_for_the_fp32_rounding(seed: int, all_move: bool) -> None:
             centroids[moved].shape, generator=gen
         )
         centroids[moved] = torch.nextafter(centroids[moved], towards)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gathered_rows_get_the_full_gemms_scores_bit_for_bit(threads: int) -> None:
+    """What the skipping rests on: MKL gives a row the same scores whether it is multiplied
+    among all rows or among a gathered few (16 or more: the padding), on 1 and 2 threads."""
+    gen = torch.Generator().manual_seed(9)
+    x = F.normalize(torch.randn(3000, 512, generator=gen), dim=1)
+    c = F.normalize(torch.randn(400, 512, generator=gen), dim=1)
+    h = KM._neg_half(c)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        full = torch.addmm(h, x, c.T)
+        for n_rows in (16, 17, 100, 1000):
+            rows = torch.randperm(3000, generator=gen)[:n_rows]
+            assert torch.equal(torch.addmm(h, x[rows], c.T), full[rows])
+    finally:
+        torch.set_num_threads(before)

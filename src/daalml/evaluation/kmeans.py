@@ -230,7 +230,8 @@ class _Bounded:
         moved = torch.nonzero(~((delta == 0) & (eta == 0))).squeeze(1)
         if moved.shape[0] == 0 or moved.shape[0] > MOVERS_FRACTION * centroids.shape[0]:
             return rows
-        # The clusters that did not move keep their t_j exactly: up_before bounds them.
+        # The clusters that did not move keep their t_j exactly: up_before (the bound the
+        # last assignment left, before this drift) bounds them.
         lab, e = lab[rows], err[rows]
         position = torch.full((centroids.shape[0],), -1, dtype=torch.int64)
         position[moved] = torch.arange(moved.shape[0])
