@@ -39,7 +39,9 @@ fp32 matmuls use the plain loop (:func:`_bounds_hold`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ ASSIGN_BLOCK = 4096
 """Points per assignment GEMM: a 4096 x clusters score block (20 MB at 1200 clusters)."""
 
 _FP32_UNIT_ROUNDOFF = 2.0**-24
+_T = TypeVar("_T")
 
 
 def assign(
@@ -62,7 +65,7 @@ def assign(
 
     argmin |x - c|^2 = argmax (x.c - |c|^2 / 2): one GEMM and one argmax per block (the
     blocks shared among ``pool``'s workers; on CPU the index of ``max(dim=1)``, the first
-    maximum's as argmax's, which costs a third to a half of argmax there).
+    maximum's as argmax's, which is cheaper there).
     """
     return _assign(x, centroids, _neg_half(centroids), pool, with_top2=False)[0]
 
@@ -84,7 +87,7 @@ def _assign(
     assert not with_top2 or x.device.type == "cpu"
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     top2 = torch.empty((x.shape[0], 2), dtype=torch.float64) if with_top2 else None
-    bounds = _assign_bounds(x.shape[0], 1 if pool is None else pool._max_workers)
+    bounds = _assign_bounds(x.shape[0], _workers(pool))
 
     def block(b: int) -> None:
         lo, hi = bounds[b], bounds[b + 1]
@@ -92,15 +95,27 @@ def _assign(
         if x.device.type != "cpu":
             out[lo:hi] = scores.argmax(dim=1)
             return
-        best = scores.max(dim=1)  # the first maximum's index, as argmax; 2-4x faster on CPU
+        best = scores.max(dim=1)  # the first maximum's index, as argmax's
         out[lo:hi] = best.indices
         if top2 is not None:
             top2[lo:hi, 0] = best.values
             top2[lo:hi, 1] = scores.scatter_(1, best.indices[:, None], -torch.inf).amax(dim=1)
 
-    blocks = range(len(bounds) - 1)
-    list(map(block, blocks) if pool is None else pool.map(block, blocks))
+    _run_blocks(block, len(bounds) - 1, pool)
     return out, top2
+
+
+def _workers(pool: ThreadPoolExecutor | None) -> int:
+    """How many threads share the blocks: ``pool``'s, or 1 without one."""
+    return 1 if pool is None else pool._max_workers
+
+
+def _run_blocks(
+    fn: Callable[[int], _T], count: int, pool: ThreadPoolExecutor | None
+) -> list[_T]:
+    """``fn(0) ... fn(count - 1)``, on ``pool``'s workers if given, results in order."""
+    blocks = range(count)
+    return list(map(fn, blocks) if pool is None else pool.map(fn, blocks))
 
 
 def _assign_bounds(n: int, workers: int) -> list[int]:
@@ -123,7 +138,7 @@ def _sums(
     changes between runs), so there the sums are a one-hot GEMM per block instead.
     """
     if x.device.type == "cpu":
-        n_parts = 1 if pool is None else pool._max_workers
+        n_parts = _workers(pool)
         bounds = [x.shape[0] * p // n_parts for p in range(n_parts + 1)]
 
         def part(p: int) -> torch.Tensor:
@@ -131,7 +146,7 @@ def _sums(
             sums = torch.zeros((n_clusters, x.shape[1]), dtype=x.dtype)
             return sums.index_add_(0, labels[lo:hi], x[lo:hi])
 
-        parts = list(map(part, range(n_parts)) if pool is None else pool.map(part, range(n_parts)))
+        parts = _run_blocks(part, n_parts, pool)
         return torch.stack(parts).sum(dim=0) if n_parts > 1 else parts[0]
     sums = torch.zeros((n_clusters, x.shape[1]), dtype=x.dtype, device=x.device)
     for start in range(0, x.shape[0], ASSIGN_BLOCK):
@@ -277,7 +292,7 @@ def _moved_scores(
     """
     own_score = torch.full((rows.shape[0],), -torch.inf, dtype=x.dtype)
     best = torch.empty(rows.shape[0], dtype=x.dtype)
-    bounds = _assign_bounds(rows.shape[0], 1 if pool is None else pool._max_workers)
+    bounds = _assign_bounds(rows.shape[0], _workers(pool))
 
     def block(b: int) -> None:
         lo, hi = bounds[b], bounds[b + 1]
@@ -289,8 +304,7 @@ def _moved_scores(
         scores[mine, cols] = -torch.inf
         best[lo:hi] = scores.amax(dim=1)
 
-    blocks = range(len(bounds) - 1)
-    list(map(block, blocks) if pool is None else pool.map(block, blocks))
+    _run_blocks(block, len(bounds) - 1, pool)
     return own_score, best
 
 

@@ -165,8 +165,7 @@ def _search(
     # the heaps most of the replacements an empty start costs.
     fraction = floor_fraction(gallery.shape[0])
     floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool, fraction)
-    floor = floor.numpy()
-    floor = floor.astype(np.float32, copy=False)
+    floor = floor.numpy().astype(np.float32, copy=False)
     shared = None
     if symmetric:
         shared = _Heaps(query.shape[0], k + 1)
