@@ -416,9 +416,10 @@ def test_tiled_does_not_depend_on_workers_and_closes_early(exclude_self: bool, i
 def test_heaps_redo_the_rows_tied_at_the_k_boundary(
     tile_redo_counter: list[int], exclude_self: bool, workers: int
 ) -> None:
-    """faiss's heaps may keep a higher index at an exact tie: such rows fail the
-    certificate and are recomputed, and only those (a gallery without ties redoes none),
-    whatever the number of workers whose heaps a row's candidates come from."""
+    """The buffers take an entry only above their threshold, so at an exact tie at the k
+    boundary they may have left out a lower index: such rows fail the certificate and are
+    recomputed, and only those (a gallery without ties redoes none), whatever the number of
+    workers whose buffers a row's candidates come from."""
     redone = tile_redo_counter
 
     def search(q: torch.Tensor, g: torch.Tensor, k: int, exclude_self: bool, block: int):
@@ -444,7 +445,7 @@ def test_heaps_redo_the_rows_tied_at_the_k_boundary(
 def test_heaps_redo_rows_whose_floor_too_few_items_reach(
     monkeypatch: pytest.MonkeyPatch, tile_redo_counter: list[int]
 ) -> None:
-    """A floor above a row's (k + 1)-th score leaves placeholders in its top k: redone."""
+    """A floor above a row's (k + 1)-th score leaves it fewer than k entries: redone."""
     g = random_unit(600, 16, seed=7)
     monkeypatch.setattr(T, "_thresholds", lambda q, *a: torch.full((len(q),), 0.999))
     assert torch.equal(tiled(g, g, 9, True, 64, H)[1], knn(g, g, 9, exclude_self=True)[1])
@@ -476,18 +477,20 @@ def test_heap_floors_come_from_a_sparser_sample_and_stay_exact(
 
 
 def test_heap_bytes_do_not_grow_with_the_workers() -> None:
-    """One shared set for all rows; per worker only two sets of one block's rows."""
-    k, row = 79, 80 * 12
+    """One shared buffer set for all rows; per worker only two sets of one block's rows."""
+    k = 79
+    row = H.row_bytes(k)
+    assert row == 2 * 80 * 8 + 8  # capacity 2 (k + 1) int64 keys, an int32 count, a threshold
     for workers in (1, 2, 16):
-        extra = 2 * workers * T.CPU_BLOCK * row  # the workers' block heaps
+        extra = 2 * workers * T.CPU_BLOCK * row  # the workers' block buffers
         assert H.heap_bytes(100_000, k, workers) == 100_000 * row + extra
         assert H.heap_bytes(200_000, k, workers) == 200_000 * row + extra
         assert H.heap_bytes(100_000, k, workers, symmetric=False) == extra
     assert 16 * 100_000 * row > H.HEAP_BYTES_MAX  # a set per worker for all rows did not fit
-    assert H.fits(100_000, k, 16) and H.fits(1_000_000, k, 16)
-    assert not H.fits(1_200_000, k, 1)
-    assert H.heap_bytes(700, 9, 3, block=64) == (700 + 2 * 3 * 64) * 10 * 12
-    assert H.heap_bytes(70, 9, 3, block=64) == (70 + 2 * 3 * 70) * 10 * 12  # one short block
+    assert H.fits(100_000, k, 16) and H.fits(800_000, k, 16)
+    assert not H.fits(900_000, k, 1)
+    assert H.heap_bytes(700, 9, 3, block=64) == (700 + 2 * 3 * 64) * H.row_bytes(9)
+    assert H.heap_bytes(70, 9, 3, block=64) == (70 + 2 * 3 * 70) * H.row_bytes(9)  # short block
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -496,13 +499,13 @@ def test_heaps_allocate_the_bytes_said(
     monkeypatch: pytest.MonkeyPatch, exclude_self: bool, workers: int
 ) -> None:
     allocated: list[int] = []
-    init = H._Heaps.__init__
+    init = H._Buffers.__init__
 
     def spy(self, *args) -> None:
         init(self, *args)
-        allocated.append(self.val.nbytes + self.ids.nbytes)
+        allocated.append(sum(a.nbytes for a in self.arrays))
 
-    monkeypatch.setattr(H._Heaps, "__init__", spy)
+    monkeypatch.setattr(H._Buffers, "__init__", spy)
     g = random_unit(700, 16, seed=11)
     q = g if exclude_self else random_unit(300, 16, seed=12)
     list(H.iter_blocks(q, g, 12, exclude_self=exclude_self, block=64, workers=workers))
@@ -515,15 +518,15 @@ def test_heaps_allocate_the_bytes_said(
 def test_heaps_each_heap_row_has_one_writer_at_a_time(
     monkeypatch: pytest.MonkeyPatch, exclude_self: bool, workers: int
 ) -> None:
-    """Records every offer (sweep, worker's part, heap, rows): within a sweep no two parts
-    write the same rows of a heap; sweep i + 1, which runs while block i is finished,
-    writes none of the heaps that block i is read from (the shared rows of blocks <= i
-    and sweep i's per-worker heaps: the double buffer)."""
+    """Records every offer (sweep, worker's part, buffer set, rows), for the tile's rows and
+    for its columns: within a sweep no two parts write the same rows of a set; sweep i + 1,
+    which runs while block i is finished, writes none of the sets that block i is read from
+    (the shared rows of blocks <= i and sweep i's per-worker sets: the double buffer)."""
     local = threading.local()
-    writes: list[tuple[int, int, int, int, int]] = []  # sweep, part, heap, first, end row
-    parts: dict[int, list[int]] = {}  # sweep -> its parts' per-worker heaps
+    writes: list[tuple[int, int, int, int, int]] = []  # sweep, part, buffers, first, end row
+    parts: dict[int, list[int]] = {}  # sweep -> its parts' per-worker buffers
     shared_ids: set[int] = set()
-    sweep_part, add, calls = H._sweep_part, H._Heaps.add, itertools.count()
+    sweep_part, offer, calls = H._sweep_part, H._Buffers.offer, itertools.count()
 
     def spy_part(*args) -> None:
         i, direct, shared = args[4], args[6], args[8]
@@ -534,12 +537,14 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
             parts.setdefault(i, []).append(id(direct))
         sweep_part(*args)
 
-    def spy_add(self, scores: torch.Tensor, row0: int, col0: int) -> None:
-        writes.append((*local.tag, id(self), row0, row0 + scores.shape[0]))
-        add(self, scores, row0, col0)
+    def spy_offer(self, sim, row0, col0, columns_to=None, col_row0=0, col_id0=0) -> None:
+        writes.append((*local.tag, id(self), row0, row0 + sim.shape[0]))
+        if columns_to is not None:
+            writes.append((*local.tag, id(columns_to), col_row0, col_row0 + sim.shape[1]))
+        offer(self, sim, row0, col0, columns_to, col_row0, col_id0)
 
     monkeypatch.setattr(H, "_sweep_part", spy_part)
-    monkeypatch.setattr(H._Heaps, "add", spy_add)
+    monkeypatch.setattr(H._Buffers, "offer", spy_offer)
     g = random_unit(700, 16, seed=11)
     q = g if exclude_self else random_unit(300, 16, seed=12)
     exact = knn(q, g, 12, exclude_self=exclude_self, backend="exact")[1]
@@ -548,14 +553,14 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
     bounds = T.block_bounds(q.shape[0], 64)
     assert len(shared_ids) == exclude_self and len({w[0] for w in writes}) == len(bounds) - 1
     for i, owns in parts.items():
-        assert len(set(owns)) == len(owns) <= workers  # a heap set per part
+        assert len(set(owns)) == len(owns) <= workers  # a buffer set per part
         if i + 1 in parts:
             assert not set(owns) & set(parts[i + 1])  # the double buffer
     for a, b in itertools.combinations(writes, 2):
         if a[0] == b[0] and a[1] != b[1] and a[2] == b[2]:
-            assert a[4] <= b[3] or b[4] <= a[3], (a, b)  # same sweep, heap, rows: one part
-    for i, _, heap, first, _ in writes:
-        if heap in shared_ids:
+            assert a[4] <= b[3] or b[4] <= a[3], (a, b)  # same sweep, set, rows: one part
+    for i, _, buffers, first, _ in writes:
+        if buffers in shared_ids:
             assert first >= bounds[i]  # sweep i writes no shared row of a block before i
 
 

@@ -4,9 +4,10 @@ Three backends; ``"auto"`` picks ``"exact"`` or ``"tiled"`` per call:
 
 * ``"exact"``: fp32 matmul + topk per block of queries (the reference).
 * ``"tiled"`` (any device): fp32 by cache-sized tiles, symmetric for leave-one-out (half the
-  multiply-adds). On CPU tensors the tiles go into faiss's C++ per-row heaps
-  (:mod:`daalml.evaluation.knn_heaps`); on a GPU each entry is kept only if it reaches a
-  per-query threshold read off a gallery sample (:mod:`daalml.evaluation.knn_tiles`).
+  multiply-adds). On CPU tensors the tiles go into per-row candidate buffers by compiled
+  (numba) kernels (:mod:`daalml.evaluation.knn_heaps`); on a GPU, or without numba, each
+  entry is kept only if it reaches a per-query threshold read off a gallery sample
+  (:mod:`daalml.evaluation.knn_tiles`).
   ``"auto"`` uses it wherever the gallery holds >= 4096 items.
 * ``"bf16"`` (CPU): a bf16 matmul scores the block; the items above a per-query threshold
   (read off a gallery sample), cut to ``k + margin``, are rescored in fp32. A certificate
@@ -235,7 +236,7 @@ def _iter_knn(
         backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self
     )
     if chosen == "tiled":
-        heaps = query.device.type == "cpu" and knn_heaps.fits(n_q, k, torch.get_num_threads())
+        heaps = knn_heaps.usable(query.device, n_q, k, torch.get_num_threads())
         tiled = knn_heaps if heaps else knn_tiles
         yield from tiled.iter_blocks(query, gallery, k, exclude_self=exclude_self)
         return

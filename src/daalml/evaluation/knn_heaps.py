@@ -1,45 +1,45 @@
-"""Exact fp32 k-nearest-neighbour search on CPU by tiles merged into faiss's C++ heaps.
+"""Exact fp32 k-nearest-neighbour search on CPU by tiles merged into per-row candidate buffers.
 
 The tiles are those of :mod:`daalml.evaluation.knn_tiles` (same shapes, so each pair gets
 the bits of the plain path's product; for leave-one-out only the tiles on and above the
-diagonal, each serving its rows and, transposed, its columns). Instead of a threshold scan
-in many small torch operations, each tile goes in one call into per-row min-heaps of
-``k + 1`` entries kept by faiss (``float_minheap_array_t.addn``: one comparison per entry
-in C++, a heap update for the few that enter), which is why this path runs on CPU tensors
-only; on a GPU the scan of :mod:`knn_tiles` runs.
+diagonal, each serving its rows and its columns). Instead of a threshold scan in many small
+torch operations, each tile goes in one compiled call (:mod:`daalml.evaluation.heap_kernels`,
+numba) into per-row buffers that keep at least the k + 1 best entries offered to them above
+a threshold that only rises; this path runs on CPU tensors where numba is installed
+(:func:`usable`), elsewhere the scan of :mod:`knn_tiles` runs.
 
-The heaps start full of placeholders at a per-row floor read off a gallery sample (the
-scan path's thresholds, for k + 1, from a sparser sample: ``FLOOR_SAMPLE_FRACTION``), so that only entries above it ever enter: from an empty
-start most entries of the first tiles would, each a heap update. A row whose top k still
-holds a placeholder (fewer than k items reached its floor, about 1 row in 1000) is redone.
+The thresholds start at a per-row floor read off a gallery sample (the scan path's
+thresholds, for k + 1, from a sparser sample: ``FLOOR_SAMPLE_FRACTION``), so that only
+entries above it ever enter: from an empty start most entries of the first tiles would. A
+row with fewer than k entries above its floor over all its buffers (about 1 row in 1000) is
+redone, as is a row whose k-th best is not above the largest of its buffers' thresholds (a
+tie at the k boundary). The redone rows of successive blocks are multiplied together
+(:class:`_HeldBlocks`).
 
-Which heap a tile feeds, so that each heap row has one writer at a time and no lock is
+Which buffer a tile feeds, so that each buffer row has one writer at a time and no lock is
 needed, with memory that does not grow with the worker threads (:func:`heap_bytes`):
 
 - Sweep i's tiles (i, j) go to worker ``j % workers`` (shares differ by at most a tile).
-- Their transposed offers (the rows of block j > i, leave-one-out only) go to one heap set
+- Their column offers (the rows of block j > i, leave-one-out only) go to one buffer set
   shared by all rows. In sweep i only tile (i, j) offers rows of block j, and sweeps are
   joined one after the other, so these rows have a single writer, always the same worker
   (block j's owner, ``j % workers``). No sweep after i touches block i's shared rows.
-- Their direct offers (the rows of block i) go, for block i's owner, to those shared rows
-  (no other writes them in sweep i), and for the other workers to their own heaps for one
+- Their row offers (the rows of block i) go, for block i's owner, to those shared rows
+  (no other writes them in sweep i), and for the other workers to their own buffers for one
   block of rows, reset at the start of the sweep. There are two such sets per worker, for
   even and odd sweeps: sweep i + 1 runs while block i is finished from sweep i's set,
   and sweep i + 2, which reuses it, starts only once block i has been handed out.
 
-So the heaps take ``n_rows x (k + 1) x 12`` bytes for the shared set (leave-one-out only)
-plus ``2 x workers x block x (k + 1) x 12`` for the workers' sets, where one set per worker
-for all rows took ``workers x n_rows x (k + 1) x 12`` (1.5 GB at 100,000 rows and k = 79
-on 16 threads); a row's candidates are the union of its shared heap and those of the
-workers that had tiles in its sweep, at most ``workers`` heaps as before.
+So the buffers take ``n_rows x row_bytes(k)`` for the shared set (leave-one-out only) plus
+``2 x workers x block x row_bytes(k)`` for the workers' sets; a row's candidates are the
+union of its shared buffer and those of the workers that had tiles in its sweep.
 
-faiss's heaps keep an entry only if it beats the smallest kept one, so at an exact tie they
-may keep a higher index than ours. The result is still exact: every entry a heap left out
-scores at most that heap's smallest kept value, so whenever the k-th best of the union
-scores above the largest of those minima, the union holds the true top k, ordered here by
-keys that sort like (score descending, index ascending). A row where it does not (a tie at
-the k boundary) is recomputed on the plain path.
+Exactness: every entry a buffer row left out scores at most its threshold, so whenever the
+k-th best of the union scores above the largest of those thresholds, the union holds the
+true top k, ordered by (score descending, index ascending); the rows where it does not are
+recomputed on the plain path.
 """
+
 
 from __future__ import annotations
 
@@ -47,31 +47,36 @@ import itertools
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import faiss
 import numpy as np
 import torch
 
+from daalml.evaluation import heap_kernels as kernels
 from daalml.evaluation import knn_tiles as tiles
 
 __all__ = [
     "FLOOR_SAMPLE_FRACTION",
     "HEAP_BYTES_MAX",
+    "REDO_BATCH",
     "fits",
     "floor_fraction",
     "heap_bytes",
     "iter_blocks",
+    "row_bytes",
+    "usable",
 ]
 
+REDO_BATCH = 256
+"""Unproved rows redone together (see :class:`_HeldBlocks`)."""
+
 HEAP_BYTES_MAX = 2**30
-"""Most bytes the heaps may take (:func:`heap_bytes`); a larger search runs the threshold
+"""Most bytes the buffers may take (:func:`heap_bytes`); a larger search runs the threshold
 scan instead."""
 
 
 FLOOR_SAMPLE_FRACTION = 64
-"""The heaps' floors come from a 1/64 gallery sample (the threshold scan's is 1/16): a lower
-floor only lets a few more entries into the heaps, while the sample's product grows as
-N^2 / fraction. ``benchmarks/bench_floor_sample.py`` times the fractions side by side
-(docs/performance.md: level at N = 20,000, 1/64 about 10% less CPU than 1/16 at 60,000)."""
+"""The floors come from a 1/64 gallery sample (the threshold scan's is 1/16): a lower floor
+only lets a few more entries into the buffers, while the sample's product grows as
+N^2 / fraction. ``benchmarks/bench_floor_sample.py`` times the fractions side by side."""
 
 
 def floor_fraction(n_gallery: int) -> int:
@@ -80,47 +85,77 @@ def floor_fraction(n_gallery: int) -> int:
     return max(tiles.SAMPLE_FRACTION, min(FLOOR_SAMPLE_FRACTION, n_gallery // tiles.SAMPLE_MIN))
 
 
+def row_bytes(k: int) -> int:
+    """Bytes of one buffer row of a search for ``k`` neighbours: room for
+    ``heap_kernels.capacity(k + 1)`` int64 keys (score and column), a count and a threshold."""
+    return kernels.capacity(k + 1) * 8 + 8
+
+
 def heap_bytes(
     n_queries: int, k: int, workers: int, *, block: int = tiles.CPU_BLOCK, symmetric: bool = True
 ) -> int:
-    """Bytes of the heaps a search of ``n_queries`` rows for ``k`` neighbours allocates on
+    """Bytes of the buffers a search of ``n_queries`` rows for ``k`` neighbours allocates on
     ``workers`` threads: the shared set for all rows (leave-one-out only) and two sets of
-    one block's rows per worker (k + 1 float32 scores and int64 indices a row)."""
+    one block's rows per worker."""
     widest = max((b - a for a, b in itertools.pairwise(tiles.block_bounds(n_queries, block))),
                  default=0)
     rows = (n_queries if symmetric else 0) + 2 * max(1, workers) * widest
-    return rows * (k + 1) * 12
+    return rows * row_bytes(k)
 
 
 def fits(n_queries: int, k: int, workers: int) -> bool:
-    """Whether the heaps of a search of ``n_queries`` rows for ``k`` neighbours on
+    """Whether the buffers of a search of ``n_queries`` rows for ``k`` neighbours on
     ``workers`` threads stay within ``HEAP_BYTES_MAX`` (counting the shared set, which only
     a leave-one-out search allocates)."""
     return heap_bytes(n_queries, k, workers) <= HEAP_BYTES_MAX
 
 
-class _Heaps:
-    """The best ``size`` (score, column) of ``n_rows`` rows, in faiss's C++ min-heaps."""
+def usable(device: torch.device, n_queries: int, k: int, workers: int) -> bool:
+    """Whether this merge serves a tiled search: CPU tensors, the kernels compiled
+    (numba installed) and the buffers within ``HEAP_BYTES_MAX``."""
+    return device.type == "cpu" and kernels.AVAILABLE and fits(n_queries, k, workers)
+
+
+class _Buffers:
+    """At least the best ``size`` (score, column) offered to each of ``n_rows`` rows above
+    its threshold (see :mod:`daalml.evaluation.heap_kernels`)."""
 
     def __init__(self, n_rows: int, size: int) -> None:
-        """Room for the heaps; :meth:`reset` fills them before use."""
-        self.val = np.empty((n_rows, size), dtype=np.float32)
-        self.ids = np.empty((n_rows, size), dtype=np.int64)
-        self.heap = faiss.float_minheap_array_t()
-        self.heap.nh, self.heap.k = n_rows, size
-        self.heap.val, self.heap.ids = faiss.swig_ptr(self.val), faiss.swig_ptr(self.ids)
+        """Room for the rows; :meth:`reset` empties them before use."""
+        self.size = size
+        self.keys = np.empty((n_rows, kernels.capacity(size)), dtype=np.int64)
+        self.count = np.zeros(n_rows, dtype=np.int32)
+        self.thr = np.empty(n_rows, dtype=np.float32)
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys (see :func:`daalml.evaluation.knn_tiles.score_keys`), counts and thresholds,
+        as the kernels take them."""
+        return self.keys, self.count, self.thr
 
     def reset(self, floor: np.ndarray) -> None:
-        """Fill the first ``len(floor)`` rows with placeholders: index -1 at the row's
-        ``floor`` score, which only a higher score replaces (equal values are a valid heap)."""
+        """Empty the first ``len(floor)`` rows, each with its ``floor`` as threshold."""
         n_rows = floor.shape[0]
-        self.val[:n_rows] = floor[:, None]
-        self.ids[:n_rows] = -1
+        self.count[:n_rows] = 0
+        self.thr[:n_rows] = floor
 
-    def add(self, scores: torch.Tensor, row0: int, col0: int) -> None:
-        """Offer ``scores`` (rows ``row0`` on, columns ``col0`` on; C-contiguous fp32)."""
-        array = scores.numpy()
-        self.heap.addn(array.shape[1], faiss.swig_ptr(array), col0, row0, array.shape[0])
+    def offer(
+        self,
+        sim: torch.Tensor,
+        row0: int,
+        col0: int,
+        columns_to: _Buffers | None = None,
+        col_row0: int = 0,
+        col_id0: int = 0,
+    ) -> None:
+        """Offer ``sim`` (C-contiguous fp32) row by row to rows ``row0`` on as columns
+        ``col0`` on; with ``columns_to``, also column by column to its rows ``col_row0``
+        on as columns ``col_id0`` on."""
+        to = self if columns_to is None else columns_to
+        kernels.offer_tile(
+            sim.numpy(), self.arrays, row0, col0, to.arrays, col_row0, col_id0,
+            columns_to is not None, self.size,
+        )
 
 
 def iter_blocks(
@@ -139,11 +174,13 @@ def iter_blocks(
     the available gallery size. With
     ``exclude_self`` query row i is gallery row i; if both hold the same values, only tiles
     on and above the diagonal are multiplied. The tiles of a sweep are shared among
-    ``workers`` Python threads (default: torch's thread count) that run torch and faiss
-    single-threaded.
+    ``workers`` Python threads (default: torch's thread count) that run torch
+    single-threaded and the kernels without the GIL.
     """
     if query.device.type != "cpu":
         raise ValueError("knn_heaps runs on CPU tensors; knn_tiles serves other devices")
+    if not kernels.AVAILABLE:
+        raise RuntimeError("knn_heaps needs numba (pip install numba); knn_tiles runs without")
     with tiles.worker_pool(query.device, workers) as (pool, n_workers):
         yield from _search(query, gallery, k, exclude_self, block, n_workers, pool)
 
@@ -162,21 +199,21 @@ def _search(
     q_bounds = tiles.block_bounds(query.shape[0], block)
     g_bounds = q_bounds if symmetric else tiles.block_bounds(gallery.shape[0], block)
     # Starting at a threshold that k + 1 items reach (but for about 1 row in 1000) spares
-    # the heaps most of the replacements an empty start costs.
+    # the buffers most of the entries an empty start lets in.
     fraction = floor_fraction(gallery.shape[0])
     floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool, fraction)
     floor = floor.numpy().astype(np.float32, copy=False)
     shared = None
     if symmetric:
-        shared = _Heaps(query.shape[0], k + 1)
+        shared = _Buffers(query.shape[0], k + 1)
         shared.reset(floor)
     widest = max(b - a for a, b in itertools.pairwise(q_bounds))
     # per worker, one set for the even sweeps and one for the odd ones
-    own = [[_Heaps(widest, k + 1) for _ in range(workers)] for _ in range(2)]
+    own = [[_Buffers(widest, k + 1) for _ in range(workers)] for _ in range(2)]
     n_blocks = len(q_bounds) - 1
 
-    def start_sweep(i: int) -> tuple[list[Future], list[_Heaps]]:
-        """Submit sweep i's parts; the per-worker heaps block i will be read from."""
+    def start_sweep(i: int) -> tuple[list[Future], list[_Buffers]]:
+        """Submit sweep i's parts; the per-worker buffers block i will be read from."""
         futures, used = [], []
         todo = range(i if symmetric else 0, len(g_bounds) - 1)
         for w in range(workers):
@@ -195,15 +232,15 @@ def _search(
         return futures, used
 
     running, used = start_sweep(0)
+    held = _HeldBlocks(query, gallery, k, exclude_self)
     for i in range(n_blocks):
         for part in running:
             part.result()
         lo, hi = q_bounds[i], q_bounds[i + 1]
-        heaps = [(h.val[: hi - lo], h.ids[: hi - lo]) for h in used]
-        if shared is not None:
-            heaps.append((shared.val[lo:hi], shared.ids[lo:hi]))
+        rows = [(b, 0) for b in used] + ([(shared, lo)] if shared is not None else [])
         running, used = start_sweep(i + 1) if i + 1 < n_blocks else ([], [])
-        yield lo, *_finish(query[lo:hi], gallery, k, lo, heaps, exclude_self)
+        yield from held.add(lo, *_finish(k, rows, hi - lo))
+    yield from held.flush()
 
 
 def _sweep_part(
@@ -213,55 +250,83 @@ def _sweep_part(
     g_bounds: list[int],
     i: int,
     todo: list[int],
-    direct: _Heaps,
+    direct: _Buffers,
     row0: int,
-    shared: _Heaps | None,
+    shared: _Buffers | None,
     floor: np.ndarray,
     exclude_self: bool,
 ) -> None:
     """One worker's tiles (i, j) of sweep i: the rows of block i offered to ``direct`` from
-    its row ``row0`` on (the worker's own heaps, reset first, or block i's shared rows),
-    those of block j > i (transposed, leave-one-out) to the shared heaps."""
-    faiss.omp_set_num_threads(1)  # this thread's OpenMP setting only: addn stays serial
+    its row ``row0`` on (the worker's own buffers, reset first, or block i's shared rows),
+    those of block j > i (its columns, leave-one-out) to the shared buffers."""
     i0, i1 = q_bounds[i], q_bounds[i + 1]
     if direct is not shared:
         direct.reset(floor[i0:i1])
     x_i = query[i0:i1]
-    widest = max(b - a for a, b in itertools.pairwise(g_bounds))
-    buffer = torch.empty(widest * (i1 - i0))  # the transposed tile, reused
     for j in todo:
         j0, j1 = g_bounds[j], g_bounds[j + 1]
         sim = tiles.tile_product(x_i, gallery[j0:j1]).contiguous()
         if exclude_self and j0 < i1 and i0 < j1:
             tiles.mask_self(sim, i0, j0)
-        direct.add(sim, row0, j0)
         if shared is not None and j > i:
-            columns = buffer[: sim.numel()].view(sim.shape[1], sim.shape[0])
-            columns.copy_(sim.T)
-            shared.add(columns, j0, i0)
+            direct.offer(sim, row0, j0, shared, j0, i0)
+        else:
+            direct.offer(sim, row0, j0)
 
 
 def _finish(
-    x_i: torch.Tensor,
-    gallery: torch.Tensor,
-    k: int,
-    start: int,
-    heaps: list[tuple[np.ndarray, np.ndarray]],
-    exclude_self: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact top k of the rows ``start`` on from the union of their heaps (each given
-    as its (scores, indices) for these rows)."""
-    values = torch.cat([torch.from_numpy(val) for val, _ in heaps], dim=1)
-    columns = torch.cat([torch.from_numpy(ids) for _, ids in heaps], dim=1)
-    # Each heap's root is its smallest kept value: all it left out score at most that.
-    left_out_max = torch.stack([torch.from_numpy(val[:, 0]) for val, _ in heaps]).amax(0)
-    keys = torch.topk(tiles.score_keys(values, columns), k, dim=1, sorted=True).values
-    scores, indices = tiles.decode_keys(keys)
-    # a placeholder among the top k (fewer reached the floor): implied by the root test, as a
-    # placeholder scores its heap's floor <= root, but said outright
-    short = (indices < 0).any(dim=1)
-    rows = torch.nonzero(short | (scores[:, k - 1] <= left_out_max)).squeeze(1)
-    if rows.numel():
-        self_idx = rows + start if exclude_self else None
-        scores[rows], indices[rows] = tiles.exact_rows(x_i[rows], gallery, k, self_idx)
-    return scores, indices
+    k: int, buffers: list[tuple[_Buffers, int]], n_rows: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top k of a block's ``n_rows`` rows from the union of their buffers (each given
+    with the row where this block's rows start in it), and the rows where that union is not
+    proved to hold the exact top k, which :class:`_HeldBlocks` redoes."""
+    def rows(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.stack([a[r0 : r0 + n_rows] for a, (_, r0) in zip(arrays, buffers, strict=True)])
+
+    scores, indices, unproved = kernels.top_of_union(
+        rows([b.keys for b, _ in buffers]), rows([b.count for b, _ in buffers]),
+        rows([b.thr for b, _ in buffers]), k,
+    )
+    redo = np.flatnonzero(unproved)
+    return torch.from_numpy(scores), torch.from_numpy(indices), torch.from_numpy(redo)
+
+
+class _HeldBlocks:
+    """Blocks waiting for their unproved rows to be redone on the plain path, yielded in order.
+
+    A redo multiplies its rows by the whole gallery, which a few rows read at memory speed
+    (about 1 row in 1000 is redone, so most blocks would read the gallery for one or two
+    rows): the rows of successive blocks are redone together, once REDO_BATCH of them wait
+    or at the end. The blocks held meanwhile take their results' memory, n_rows x k x 12
+    bytes at most, what a caller collecting all neighbours holds anyway.
+    """
+
+    def __init__(self, query: torch.Tensor, gallery: torch.Tensor, k: int, exclude_self: bool):
+        self.query, self.gallery, self.k, self.exclude_self = query, gallery, k, exclude_self
+        self.blocks: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.waiting = 0
+
+    def add(
+        self, start: int, scores: torch.Tensor, indices: torch.Tensor, redo: torch.Tensor
+    ) -> list[tiles.Block]:
+        """Take a block (its first row, results and rows to redo); the blocks now ready."""
+        if not self.blocks and not redo.numel():
+            return [(start, scores, indices)]
+        self.blocks.append((start, scores, indices, redo))
+        self.waiting += redo.numel()
+        return self.flush() if self.waiting >= REDO_BATCH else []
+
+    def flush(self) -> list[tiles.Block]:
+        """Redo the waiting rows in one product; every held block, in order."""
+        if self.waiting:
+            rows = torch.cat([redo + start for start, _, _, redo in self.blocks])
+            self_idx = rows if self.exclude_self else None
+            scores, indices = tiles.exact_rows(self.query[rows], self.gallery, self.k, self_idx)
+            done = 0
+            for _, block_scores, block_indices, redo in self.blocks:
+                n = redo.numel()
+                block_scores[redo], block_indices[redo] = scores[done:done + n], indices[done:done + n]
+                done += n
+        ready = [(start, scores, indices) for start, scores, indices, _ in self.blocks]
+        self.blocks, self.waiting = [], 0
+        return ready

@@ -1,0 +1,214 @@
+"""Compiled (numba) kernels of the merge of :mod:`daalml.evaluation.knn_heaps`: a tile's
+offers to its rows' and its columns' candidate buffers in one pass, and a block's top k from
+the union of its buffers.
+
+A buffer row holds up to ``capacity`` (score, column) pairs and a threshold: an entry is
+appended only if it scores strictly above the threshold, and a full row keeps its ``size``
+best (a quickselect) and raises its threshold to the smallest of them. So every entry a row
+left out, refused or dropped, scores at most its threshold, which is all the exactness
+argument of the search needs, as it needed of faiss's heap roots before. Against a heap of
+``size`` entries (a sift per entry that enters, about 100 ns, and most of the merge's time),
+an entry costs an append, and a quickselect of ``capacity`` entries every ``capacity -
+size`` appends; the threshold rises in steps instead of with every entry, so a few more
+entries enter.
+
+A tile is read once for its rows and its columns: per row, one vectorised pass flags the
+entries above their row's or their column's threshold, and only flagged entries (a few in a
+hundred) are looked at one by one, 8 flags at a time. The top k of a row is ordered by
+(score descending, column ascending) as :func:`daalml.evaluation.knn_tiles.score_keys`
+orders it, -0.0 counting as +0.0. The kernels release the GIL, so the search's worker
+threads run them side by side; numba compiles them on first use and caches them on disk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # a platform without numba's wheels runs the threshold scan of knn_tiles instead
+    import numba
+except ImportError:  # pragma: no cover - tested by monkeypatching AVAILABLE
+    numba = None
+
+__all__ = ["AVAILABLE", "CAPACITY_FACTOR", "capacity", "offer_tile", "top_of_union"]
+
+AVAILABLE = numba is not None
+"""Whether the kernels can run (numba imports); without them the search scans in torch."""
+
+CAPACITY_FACTOR = 2
+"""A buffer row holds this many times the entries it keeps: the quickselect of a full row
+then comes once every ``size`` appends."""
+
+_INT32_MAX = 2**31 - 1
+
+
+def capacity(size: int) -> int:
+    """Entries a buffer row holds when it keeps ``size`` of them."""
+    return CAPACITY_FACTOR * size
+
+
+def _offer_tile(
+    sim: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    row0: int,
+    col0: int,
+    cols: tuple[np.ndarray, np.ndarray, np.ndarray],
+    col_row0: int,
+    col_id0: int,
+    columns: bool,
+    size: int,
+) -> None:
+    """Offer tile ``sim`` (m x n, fp32): row a to buffer row ``row0 + a`` of ``rows`` (its
+    keys, counts and thresholds) as columns ``col0 + b``; if ``columns``, also column b to
+    buffer row ``col_row0 + b`` of ``cols`` as columns ``col_id0 + a``. Each buffer row
+    keeps at least its ``size`` best.
+
+    Per row of the tile: one vectorised pass flags the entries above their row's or their
+    column's threshold, then the flagged ones are listed without a branch per entry (first
+    the 8-flag words with any flag, then the flags in those), and only those are looked at.
+    """
+    m, n = sim.shape
+    bits = sim.view(np.int32)
+    capacity = rows[0].shape[1]
+    row_keys, row_count, row_thr = rows
+    col_keys, col_count, col_thr_all = cols
+    col_thr = np.empty(n, dtype=np.float32)
+    if columns:
+        for b in range(n):
+            col_thr[b] = col_thr_all[col_row0 + b]
+    width = (n + 7) // 8 * 8
+    flags = np.zeros(width, dtype=np.uint8)  # the tail past n stays 0
+    words = flags.view(np.uint64)
+    listed_words = np.empty(width // 8, dtype=np.int64)
+    flagged = np.empty(width, dtype=np.int64)
+    for a in range(m):
+        r = row0 + a
+        thr = row_thr[r]
+        if columns:
+            for b in range(n):
+                flags[b] = (sim[a, b] > thr) | (sim[a, b] > col_thr[b])
+        else:
+            for b in range(n):
+                flags[b] = sim[a, b] > thr
+        n_words = 0
+        for w in range(width // 8):
+            listed_words[n_words] = w
+            n_words += words[w] != 0
+        n_flagged = 0
+        for q in range(n_words):
+            b0 = 8 * listed_words[q]
+            for e in range(8):
+                flagged[n_flagged] = b0 + e
+                n_flagged += flags[b0 + e]
+        for q in range(n_flagged):
+            b = flagged[q]
+            s = sim[a, b]
+            key = np.int64(_ordered(bits[a, b])) << 32
+            # appends written out here: a call per entry (its arrays' reference counts)
+            # took several times the append itself
+            if s > thr:
+                j = row_count[r]
+                row_keys[r, j] = key | (_INT32_MAX - col0 - b)
+                row_count[r] = j + 1
+                if j + 1 == capacity:
+                    thr = row_thr[r] = _keep_best(row_keys, row_count, r, size)
+            if columns and s > col_thr[b]:
+                c = col_row0 + b
+                j = col_count[c]
+                col_keys[c, j] = key | (_INT32_MAX - col_id0 - a)
+                col_count[c] = j + 1
+                if j + 1 == capacity:
+                    col_thr[b] = col_thr_all[c] = _keep_best(col_keys, col_count, c, size)
+
+
+def _ordered(bits: int) -> int:
+    """A float's int32 bits mapped so that they order like its value (see
+    :func:`daalml.evaluation.knn_tiles.score_keys`), -0.0 as +0.0."""
+    if bits == -_INT32_MAX - 1:  # -0.0
+        return 0
+    return bits ^ _INT32_MAX if bits < 0 else bits
+
+
+def _score(key: int) -> float:
+    """The fp32 score of a key (called once per quickselect: it allocates)."""
+    cell = np.empty(1, dtype=np.int32)
+    cell[0] = _unordered(np.int32(key >> 32))
+    return cell.view(np.float32)[0]
+
+
+def _unordered(ordered: int) -> int:
+    """The int32 bits of the float that :func:`_ordered` maps to ``ordered``."""
+    return ordered ^ _INT32_MAX if ordered < 0 else ordered
+
+
+def _keep_best(keys: np.ndarray, count: np.ndarray, r: int, size: int) -> float:
+    """Keep the ``size`` largest keys of full buffer row r (its first ``size``); its new
+    threshold, the score of the size-th largest.
+
+    A quickselect (Hoare's partition, descending), after which key ``size - 1`` is the
+    size-th largest, none before it smaller and none after it larger.
+    """
+    lo, hi, target = 0, keys.shape[1] - 1, size - 1
+    row = keys[r]
+    while lo < hi:
+        a, b, c = row[lo], row[(lo + hi) // 2], row[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while row[i] > pivot:
+                i += 1
+            while row[j] < pivot:
+                j -= 1
+            if i <= j:
+                row[i], row[j] = row[j], row[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            break
+    count[r] = size
+    return _score(row[size - 1])
+
+
+def _top_of_union(
+    keys: np.ndarray, counts: np.ndarray, thresholds: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of the stacked buffers (``keys``: buffers x rows x capacity; ``counts``,
+    ``thresholds``: buffers x rows), the best k of their union by (score descending, column
+    ascending), and whether that row is unproved: fewer than k entries (its places past them
+    hold -inf and -1), or the k-th best not above the largest threshold."""
+    n_buffers, m, width = keys.shape
+    scores = np.full((m, k), -np.inf, dtype=np.float32)
+    columns = np.full((m, k), -1, dtype=np.int64)
+    score_bits = scores.view(np.int32)
+    unproved = np.zeros(m, dtype=np.bool_)
+    union = np.empty(n_buffers * width, dtype=np.int64)
+    for r in range(m):
+        n, left_out = 0, thresholds[0, r]
+        for h in range(n_buffers):
+            left_out = max(left_out, thresholds[h, r])
+            c = counts[h, r]
+            union[n : n + c] = keys[h, r, :c]
+            n += c
+        top = min(k, n)
+        if n > top:  # the best k to the end, then in order
+            best = np.sort(np.partition(union[:n], n - top)[n - top :])
+        else:
+            best = np.sort(union[:n])
+        for t in range(top):
+            key = best[top - 1 - t]
+            score_bits[r, t] = _unordered(np.int32(key >> 32))
+            columns[r, t] = _INT32_MAX - (key & 0xFFFFFFFF)
+        unproved[r] = n < k or scores[r, k - 1] <= left_out
+    return scores, columns, unproved
+
+
+if AVAILABLE:
+    _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+    _ordered, _unordered = _jit(_ordered), _jit(_unordered)
+    _score, _keep_best = _jit(_score), _jit(_keep_best)
+    offer_tile, top_of_union = _jit(_offer_tile), _jit(_top_of_union)
+else:  # pragma: no cover - the search does not call them then
+    offer_tile, top_of_union = _offer_tile, _top_of_union
