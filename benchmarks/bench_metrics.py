@@ -44,6 +44,7 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
+from daalml.evaluation import heap_kernels as _heap_kernels
 from daalml.evaluation import kmeans as _kmeans
 from daalml.evaluation import knn_backends as _knn
 from daalml.evaluation import knn_tiles as _knn_blocks
@@ -205,11 +206,21 @@ def stage_fns(
     return fns
 
 
+def merge_description() -> str:
+    """Which merge kernels the CPU's tiled path has: numba's version, or why the scan runs."""
+    if not _heap_kernels.AVAILABLE:
+        return "numba not installed: the threshold scan runs instead"
+    import numba
+
+    return f"numba {numba.__version__}"
+
+
 def path_name(backend: str, device: torch.device) -> str:
     """The backend and, for "tiled", how its tiles are merged on this device."""
     if backend != "tiled":
         return backend
-    return "tiled (heaps)" if device.type == "cpu" else "tiled (scan)"
+    heaps = device.type == "cpu" and _heap_kernels.AVAILABLE
+    return "tiled (heaps)" if heaps else "tiled (scan)"
 
 
 def stage_rows(
@@ -372,7 +383,8 @@ def main() -> None:
     print(
         "PML: FaissKNN (IndexFlatL2), FaissKMeans(niter=20, random seeding). daalml: backend"
         " 'auto' -> the path column; k-means: faiss k-means++ seeds on a subsample, <= 20"
-        " Lloyd iterations with torch GEMMs.\n"
+        " Lloyd iterations with torch GEMMs. tiled (heaps): the CPU merge's compiled kernels"
+        f" ({merge_description()}).\n"
     )
     print(
         "| N | classes | path | what | daalml s | PML s | daalml / PML | GEMM floor s |"

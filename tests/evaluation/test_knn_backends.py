@@ -586,6 +586,30 @@ def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls == []  # heaps past their memory bound: the threshold scan ran
 
 
+def test_without_numba_the_threshold_scan_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where numba does not import, "auto" and "tiled" on CPU run the scan, exactly."""
+    import daalml.evaluation.heap_kernels as HK
+
+    calls: list[str] = []
+    for name, impl in (("heaps", H), ("scan", T)):
+        original = impl.iter_blocks
+        monkeypatch.setattr(
+            impl, "iter_blocks",
+            lambda *a, _o=original, _n=name, **kw: (calls.append(_n), _o(*a, **kw))[1],
+        )
+    g = random_unit(5000, 16, seed=5)
+    exact = knn(g, g, 10, exclude_self=True, backend="exact")[1]
+    assert torch.equal(knn(g, g, 10, exclude_self=True)[1], exact) and calls == ["heaps"]
+    monkeypatch.setattr(HK, "AVAILABLE", False)
+    calls.clear()
+    assert torch.equal(knn(g, g, 10, exclude_self=True)[1], exact)
+    assert torch.equal(knn(g, g, 10, exclude_self=True, backend="tiled")[1], exact)
+    assert calls == ["scan", "scan"]
+    assert not H.usable(torch.device("cpu"), 5000, 10, 2)
+    with pytest.raises(RuntimeError, match="numba"):
+        next(H.iter_blocks(g, g, 10, exclude_self=True))
+
+
 def test_score_keys_order_like_score_then_lower_index() -> None:
     vals = torch.tensor([-2.5, -0.0, 0.0, 1.5, 1.5, -1e-30, 3.0, float("-inf")])
     cols = torch.tensor([4, 1, 0, 9, 2, 5, 7, 3])

@@ -2,22 +2,24 @@
 offers to its rows' and its columns' candidate buffers in one pass, and a block's top k from
 the union of its buffers.
 
-A buffer row holds up to ``capacity`` (score, column) pairs and a threshold: an entry is
-appended only if it scores strictly above the threshold, and a full row keeps its ``size``
-best (a quickselect) and raises its threshold to the smallest of them. So every entry a row
-left out, refused or dropped, scores at most its threshold, which is all the exactness
-argument of the search needs, as it needed of faiss's heap roots before. Against a heap of
-``size`` entries (a sift per entry that enters, about 100 ns, and most of the merge's time),
-an entry costs an append, and a quickselect of ``capacity`` entries every ``capacity -
-size`` appends; the threshold rises in steps instead of with every entry, so a few more
-entries enter.
+A buffer row holds up to ``capacity`` int64 keys (score and column, as
+:func:`daalml.evaluation.knn_tiles.score_keys` packs them: larger = higher score, then lower
+column) and a threshold. An entry is appended only if it scores strictly above the
+threshold; a full row keeps its ``size`` largest keys (a quickselect) and raises its
+threshold to the score of the smallest of them. So every entry a row left out, refused or
+dropped, scores at most its threshold: all that the search's certificate needs, as it
+needed of faiss's heap roots before. Against a min-heap of ``size`` entries, where each
+entry that enters costs a sift through the heap, an entry costs an append, plus a
+quickselect every ``capacity - size`` appends; the threshold rises in steps rather than
+with every entry, so somewhat more entries enter.
 
-A tile is read once for its rows and its columns: per row, one vectorised pass flags the
-entries above their row's or their column's threshold, and only flagged entries (a few in a
-hundred) are looked at one by one, 8 flags at a time. The top k of a row is ordered by
-(score descending, column ascending) as :func:`daalml.evaluation.knn_tiles.score_keys`
-orders it, -0.0 counting as +0.0. The kernels release the GIL, so the search's worker
-threads run them side by side; numba compiles them on first use and caches them on disk.
+A tile is read once for its rows and its columns (faiss's ``addn`` takes rows only, so the
+columns needed a transposed copy). Per row of the tile, one vectorised pass flags the
+entries above their row's or their column's threshold; the flagged ones are then listed
+without a branch per entry (the 8-flag words holding any, then the flags in those) and
+only they are looked at. The kernels release the GIL, so the search's worker threads run
+them side by side; numba compiles them on first use (seconds) and caches the machine code
+on disk (``__pycache__`` beside this file, or numba's cache directory).
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ _INT32_MAX = 2**31 - 1
 
 
 def capacity(size: int) -> int:
-    """Entries a buffer row holds when it keeps ``size`` of them."""
+    """Entries a buffer row holds when it keeps ``size`` of them (more than ``size``: the
+    kernels append to a full row's kept ones without a bounds check)."""
+    if CAPACITY_FACTOR < 2:
+        raise ValueError(f"CAPACITY_FACTOR must be at least 2, not {CAPACITY_FACTOR}")
     return CAPACITY_FACTOR * size
 
 
@@ -142,13 +147,18 @@ def _unordered(ordered: int) -> int:
 
 def _keep_best(keys: np.ndarray, count: np.ndarray, r: int, size: int) -> float:
     """Keep the ``size`` largest keys of full buffer row r (its first ``size``); its new
-    threshold, the score of the size-th largest.
-
-    A quickselect (Hoare's partition, descending), after which key ``size - 1`` is the
-    size-th largest, none before it smaller and none after it larger.
-    """
-    lo, hi, target = 0, keys.shape[1] - 1, size - 1
+    threshold, the score of the size-th largest."""
     row = keys[r]
+    _largest_first(row, row.shape[0], size)
+    count[r] = size
+    return _score(row[size - 1])
+
+
+def _largest_first(row: np.ndarray, n: int, size: int) -> None:
+    """Reorder ``row[:n]`` so that its ``size`` largest come first: a quickselect (Hoare's
+    partition, descending), after which entry ``size - 1`` is the size-th largest, none
+    before it smaller and none after it larger."""
+    lo, hi, target = 0, n - 1, size - 1
     while lo < hi:
         a, b, c = row[lo], row[(lo + hi) // 2], row[hi]
         pivot = max(min(a, b), min(max(a, b), c))
@@ -168,8 +178,6 @@ def _keep_best(keys: np.ndarray, count: np.ndarray, r: int, size: int) -> float:
             lo = i
         else:
             break
-    count[r] = size
-    return _score(row[size - 1])
 
 
 def _top_of_union(
@@ -193,10 +201,10 @@ def _top_of_union(
             union[n : n + c] = keys[h, r, :c]
             n += c
         top = min(k, n)
-        if n > top:  # the best k to the end, then in order
-            best = np.sort(np.partition(union[:n], n - top)[n - top :])
-        else:
-            best = np.sort(union[:n])
+        if n > top:
+            _largest_first(union, n, top)
+        best = union[:top]
+        best.sort()  # in place: ascending
         for t in range(top):
             key = best[top - 1 - t]
             score_bits[r, t] = _unordered(np.int32(key >> 32))
@@ -208,7 +216,8 @@ def _top_of_union(
 if AVAILABLE:
     _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
     _ordered, _unordered = _jit(_ordered), _jit(_unordered)
-    _score, _keep_best = _jit(_score), _jit(_keep_best)
+    _score, _largest_first = _jit(_score), _jit(_largest_first)
+    _keep_best = _jit(_keep_best)
     offer_tile, top_of_union = _jit(_offer_tile), _jit(_top_of_union)
 else:  # pragma: no cover - the search does not call them then
     offer_tile, top_of_union = _offer_tile, _top_of_union
