@@ -40,7 +40,6 @@ true top k, ordered by (score descending, index ascending); the rows where it do
 recomputed on the plain path.
 """
 
-
 from __future__ import annotations
 
 import itertools
