@@ -24,17 +24,21 @@ on disk (``__pycache__`` beside this file, or numba's cache directory).
 
 from __future__ import annotations
 
-import numpy as np
+import importlib.util
+import threading
+from collections.abc import Callable
 
-try:  # a platform without numba's wheels runs the threshold scan of knn_tiles instead
-    import numba
-except ImportError:  # pragma: no cover - tested by monkeypatching AVAILABLE
-    numba = None
+import numpy as np
 
 __all__ = ["AVAILABLE", "CAPACITY_FACTOR", "capacity", "offer_tile", "top_of_union"]
 
-AVAILABLE = numba is not None
-"""Whether the kernels can run (numba imports); without them the search scans in torch."""
+AVAILABLE = importlib.util.find_spec("numba") is not None
+"""Whether numba is installed; without it the search scans in torch. numba itself is
+imported when the kernels are first called, not with this module, so a process that never
+runs a tiled CPU search never loads it: with numba imported at start-up, two-process DDP
+training with data-loader workers hung at the start of its second epoch in 2 of 5 runs
+(`pytest -m slow tests/engine/test_reliability.py -k two_process`; 0 of 4 on the code
+before numba, 0 of 5 with the import deferred; the cause was not found)."""
 
 CAPACITY_FACTOR = 2
 """A buffer row holds this many times the entries it keeps: the quickselect of a full row
@@ -213,11 +217,34 @@ def _top_of_union(
     return scores, columns, unproved
 
 
-if AVAILABLE:
-    _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
-    _ordered, _unordered = _jit(_ordered), _jit(_unordered)
-    _score, _largest_first = _jit(_score), _jit(_largest_first)
-    _keep_best = _jit(_keep_best)
-    offer_tile, top_of_union = _jit(_offer_tile), _jit(_top_of_union)
-else:  # pragma: no cover - the search does not call them then
-    offer_tile, top_of_union = _offer_tile, _top_of_union
+_COMPILING = threading.Lock()
+_compiled: dict[str, Callable] = {}
+
+
+def _kernel(name: str) -> Callable:
+    """The compiled kernel ``name``; the first call imports numba and wraps every kernel (the
+    module's names then refer to the compiled functions, as numba resolves the calls among
+    them by name)."""
+    if not _compiled:
+        with _COMPILING:
+            if not _compiled:
+                import numba
+
+                jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+                names = ("_ordered", "_unordered", "_score", "_largest_first", "_keep_best")
+                for helper in names:
+                    globals()[helper] = jit(globals()[helper])
+                _compiled.update(
+                    offer_tile=jit(_offer_tile), top_of_union=jit(_top_of_union)
+                )
+    return _compiled[name]
+
+
+def offer_tile(*args: object) -> None:
+    """:func:`_offer_tile`, compiled (the arguments as there)."""
+    _kernel("offer_tile")(*args)
+
+
+def top_of_union(*args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_top_of_union`, compiled (the arguments as there)."""
+    return _kernel("top_of_union")(*args)
