@@ -47,6 +47,7 @@ from pytorch_metric_learning.utils.inference import FaissKNN
 from daalml.evaluation import heap_kernels as _heap_kernels
 from daalml.evaluation import kmeans as _kmeans
 from daalml.evaluation import knn_backends as _knn
+from daalml.evaluation import knn_heaps as _knn_heaps
 from daalml.evaluation import knn_tiles as _knn_blocks
 from daalml.evaluation.clustering import _kmeans_seeds, _nmi
 from daalml.evaluation.ranking import _per_query, _summary
@@ -148,18 +149,21 @@ def _block(x: torch.Tensor) -> int:
 
 def tile_products(x: torch.Tensor) -> None:
     """The tiled leave-one-out search's products alone: the tiles on and above the diagonal,
-    sweep by sweep, shared among its workers as the search shares them (results discarded)."""
+    shared among its workers as the search shares them (each worker the column blocks
+    ``knn_heaps.owner`` deals it, sweep after sweep, with no join between sweeps; results
+    discarded)."""
     bounds = _knn_blocks.block_bounds(x.shape[0], _block(x))
+    n_blocks = len(bounds) - 1
     with _knn_blocks.worker_pool(x.device) as (pool, workers):
-        for i in range(len(bounds) - 1):
-            x_i = x[bounds[i] : bounds[i + 1]]
 
-            def part(tiles: list[int], x_i: torch.Tensor = x_i) -> None:
-                for j in tiles:
-                    _knn_blocks.tile_product(x_i, x[bounds[j] : bounds[j + 1]])
+        def part(w: int) -> None:
+            for i in range(n_blocks):
+                x_i = x[bounds[i] : bounds[i + 1]]
+                for j in range(i, n_blocks):
+                    if _knn_heaps.owner(j, workers) == w:
+                        _knn_blocks.tile_product(x_i, x[bounds[j] : bounds[j + 1]])
 
-            tiles = list(range(i, len(bounds) - 1))
-            list(pool.map(part, [tiles[w::workers] for w in range(workers)]))
+        list(pool.map(part, range(workers)))
 
 
 def sample_thresholds(x: torch.Tensor, k: int) -> None:

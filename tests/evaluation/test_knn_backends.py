@@ -564,6 +564,109 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
             assert first >= bounds[i]  # sweep i writes no shared row of a block before i
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
+    monkeypatch: pytest.MonkeyPatch, exclude_self: bool, workers: int
+) -> None:
+    """The workers sweep on while blocks are finished (no join per sweep), so every offer
+    and every block's finish is stamped with a shared clock at its start and end: no offer
+    to a set's rows overlaps a finish reading those rows, each shared row and each
+    per-worker set has one writing thread, and the workers did run ahead of the finishes
+    (slowed here so that they can)."""
+    clock, lock = itertools.count(), threading.Lock()
+    writes: list[tuple[str, int, int, int, int, int]] = []  # thread, set, rows, start, end
+    reads: list[tuple[int, int, int, int, int]] = []  # set, rows, start, end
+    offer, finish = H._Buffers.offer, H._finish
+
+    def stamp() -> int:
+        with lock:
+            return next(clock)
+
+    def spy_offer(self, sim, row0, col0, columns_to=None, col_row0=0, col_id0=0) -> None:
+        start = stamp()
+        offer(self, sim, row0, col0, columns_to, col_row0, col_id0)
+        end, thread = stamp(), threading.current_thread().name
+        writes.append((thread, id(self), row0, row0 + sim.shape[0], start, end))
+        if columns_to is not None:
+            writes.append((thread, id(columns_to), col_row0, col_row0 + sim.shape[1], start, end))
+
+    def spy_finish(k, buffers, n_rows):
+        start = stamp()
+        threading.Event().wait(0.004)  # a slow finish: the workers run ahead meanwhile
+        result = finish(k, buffers, n_rows)
+        end = stamp()
+        reads.extend((id(b), r0, r0 + n_rows, start, end) for b, r0 in buffers)
+        return result
+
+    monkeypatch.setattr(H._Buffers, "offer", spy_offer)
+    monkeypatch.setattr(H, "_finish", spy_finish)
+    g = random_unit(900, 16, seed=11)
+    q = g if exclude_self else random_unit(700, 16, seed=12)
+    exact = knn(q, g, 12, exclude_self=exclude_self, backend="exact")[1]
+    blocks = H.iter_blocks(q, g, 12, exclude_self=exclude_self, block=32, workers=workers)
+    assert torch.equal(torch.cat([b[2] for b in blocks]), exact)
+    for thread, buffers, first, end, w_start, w_end in writes:
+        for read_buffers, r_first, r_end, r_start, r_stop in reads:
+            if buffers == read_buffers and first < r_end and r_first < end:
+                assert w_end < r_start or r_stop < w_start, (thread, first, r_first)
+    writers: dict[tuple[int, int], set[str]] = {}
+    for thread, buffers, first, end, *_ in writes:
+        for row in range(first, end):
+            writers.setdefault((buffers, row), set()).add(thread)
+    assert all(len(threads) == 1 for threads in writers.values())
+    ahead = [r for r in reads if any(w[4] > r[2] and w[5] < r[3] for w in writes)]
+    assert ahead  # offers (to other rows) ran during finishes
+
+
+def test_heaps_search_stops_its_workers_when_left_or_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller that stops reading ends the workers' sweeps (none left running); a worker's
+    failure reaches the caller as itself, not as a hang."""
+    g = random_unit(2000, 16, seed=3)
+    parts: list[int] = []
+    sweep_part = H._sweep_part
+
+    def counting(*args) -> None:
+        parts.append(args[4])
+        sweep_part(*args)
+
+    monkeypatch.setattr(H, "_sweep_part", counting)
+    blocks = H.iter_blocks(g, g, 10, exclude_self=True, block=32, workers=2)
+    next(blocks)
+    blocks.close()
+    done = len(parts)
+    assert max(parts) < len(T.block_bounds(2000, 32)) - 2  # not every sweep ran
+    assert not [t for t in threading.enumerate() if t.is_alive() and "ThreadPool" in t.name]
+    assert len(parts) == done  # and none runs on after the close
+
+    def failing(*args) -> None:
+        if args[4] == 5:
+            raise MemoryError("sweep 5")
+        sweep_part(*args)
+
+    monkeypatch.setattr(H, "_sweep_part", failing)
+    with pytest.raises(MemoryError, match="sweep 5"):
+        list(H.iter_blocks(g, g, 10, exclude_self=True, block=32, workers=2))
+
+
+def test_heap_owners_deal_column_blocks_back_and_forth() -> None:
+    """Column block j (j + 1 tiles of a leave-one-out search) goes to owner(j): on two
+    workers 0, 1, 1, 0, 0, 1, ..., so that their tile totals differ by at most two column
+    blocks' tiles (by 20 tiles of 820 at N = 20,000 dealt in turn, by none so)."""
+    assert [H.owner(j, 2) for j in range(8)] == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert [H.owner(j, 3) for j in range(7)] == [0, 1, 2, 2, 1, 0, 0]
+    for workers in (1, 2, 3, 4):
+        for n_blocks in (1, 7, 40, 117):
+            totals = [0] * workers
+            for j in range(n_blocks):
+                totals[H.owner(j, workers)] += j + 1
+            assert max(totals) - min(totals) <= 2 * n_blocks
+    totals = [sum(j + 1 for j in range(40) if H.owner(j, 2) == w) for w in (0, 1)]
+    assert totals == [410, 410]
+
+
 def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     original = H.iter_blocks
