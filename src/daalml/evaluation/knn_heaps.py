@@ -44,8 +44,7 @@ recomputed on the plain path.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
@@ -53,6 +52,7 @@ import torch
 
 from daalml.evaluation import heap_kernels as kernels
 from daalml.evaluation import knn_tiles as tiles
+from daalml.evaluation.sweep_progress import SweepProgress
 
 __all__ = [
     "FLOOR_SAMPLE_FRACTION",
@@ -240,7 +240,7 @@ def _search(
         return found
 
     sweeps = [parts(i) for i in range(n_blocks)]
-    progress = _Progress(workers)
+    progress = SweepProgress(workers)
 
     def run(w: int) -> None:
         for i, sweep in enumerate(sweeps):
@@ -268,67 +268,6 @@ def _search(
     finally:
         progress.stop()  # the caller stopped early or this thread failed: workers leave
         wait(running)
-
-
-class _Stopped(Exception):
-    """A worker's wait ended by :meth:`_Progress.stop`."""
-
-
-class _Progress:
-    """How far each worker has swept and this thread has finished blocks, so that each waits
-    only for what it reads: a worker for the block whose per-worker buffers it is about to
-    reuse, this thread for every worker to be past the sweep of the block it finishes.
-    :meth:`stop` ends every wait; a worker's failure stops the search and is raised here."""
-
-    def __init__(self, workers: int) -> None:
-        self._change = threading.Condition()
-        self._swept = [0] * workers
-        self._finished = 0
-        self._stopped = False
-        self._error: BaseException | None = None
-
-    def run(self, fn: Callable[[int], None], w: int) -> None:
-        """``fn(w)``, a worker's sweeps: ended early by :meth:`stop`; its failure stops the
-        search and is raised by :meth:`wait_swept`."""
-        try:
-            fn(w)
-        except _Stopped:
-            return
-        except BaseException as error:
-            with self._change:
-                self._error = self._error or error
-            self.stop()
-
-    def swept(self, w: int, sweeps: int) -> None:
-        with self._change:
-            self._swept[w] = sweeps
-            self._change.notify_all()
-
-    def finished(self, blocks: int) -> None:
-        with self._change:
-            self._finished = blocks
-            self._change.notify_all()
-
-    def wait_finished(self, blocks: int) -> None:
-        """Until ``blocks`` blocks are finished; :class:`_Stopped` once stopped."""
-        with self._change:
-            self._change.wait_for(lambda: self._finished >= blocks or self._stopped)
-            if self._stopped:
-                raise _Stopped
-
-    def wait_swept(self, sweeps: int) -> None:
-        """Until every worker is past ``sweeps`` sweeps; raises a worker's failure."""
-        with self._change:
-            self._change.wait_for(lambda: min(self._swept) >= sweeps or self._stopped)
-            if self._error is not None:
-                raise self._error
-            if min(self._swept) < sweeps:
-                raise RuntimeError("the tiled search was stopped")
-
-    def stop(self) -> None:
-        with self._change:
-            self._stopped = True
-            self._change.notify_all()
 
 
 def _sweep_part(
