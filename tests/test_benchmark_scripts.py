@@ -89,3 +89,20 @@ def test_floor_sample_benchmark_prints_one_row_per_fraction():
     rows = [line for line in stdout.splitlines() if line.startswith("| 5000 |")]
     assert [row.split("|")[3].strip() for row in rows] == ["16", "19"]  # 64 clamped: 5000 // 256
     assert all(row.rstrip().endswith("| True |") for row in rows)
+
+
+def test_versions_benchmark_times_two_checkouts_in_turns_and_compares_results(tmp_path):
+    src = BENCHMARKS.parent / "src"
+    stdout = _run(
+        "bench_versions.py", str(src), str(src), "--sizes", "1500", "--dim", "16",
+        "--rounds", "2", "--calls", "1", "--what", "knn",
+    )  # fmt: skip
+    rows = [line.split("|") for line in stdout.splitlines() if line.startswith("| 1500 |")]
+    assert [row[2].strip() for row in rows] == ["old", "new"]
+    assert all(row[-2].strip() == "True" for row in rows)  # the same neighbours
+    assert float(rows[1][6]) > 0  # new / old
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_versions.py"), str(tmp_path), str(src)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0 and "not a src folder holding daalml/ (old)" in done.stderr
