@@ -44,6 +44,7 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
+from bench_data import clustered
 from daalml.evaluation import heap_kernels as _heap_kernels
 from daalml.evaluation import kmeans as _kmeans
 from daalml.evaluation import knn_backends as _knn
@@ -84,17 +85,6 @@ def kernel_description() -> str:
     caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
     capped = f"; capped by {', '.join(caps)}" if caps else ""
     return f"torch kernels {torch.backends.cpu.get_cpu_capability()}{capped}"
-
-
-def clustered(n: int, dim: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors around n // per_class random centres, noisy enough for recall@1 < 1."""
-    rng = np.random.default_rng(seed)
-    n_classes = max(1, n // per_class)
-    labels = rng.integers(0, n_classes, size=n)
-    centres = rng.standard_normal((n_classes, dim)).astype(np.float32)
-    x = centres[labels] + rng.standard_normal((n, dim), dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x, labels
 
 
 Timed = tuple[object, float, float]

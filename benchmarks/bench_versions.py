@@ -8,7 +8,8 @@ makes one). A shared 2-core machine drifts by 5-10% between runs minutes apart, 
 a change of a few percent: each round runs one process per checkout, in turns (the order
 flips every round), and each process times ``--calls`` calls after a warm-up on 4096
 points, on bench_metrics' clustered unit vectors: ``retrieval_metrics`` (``full``) or the
-leave-one-out ``knn`` for the largest class's k (``knn``). Prints each checkout's commit,
+leave-one-out ``knn`` for the largest class's k (``knn``; its scores and indices compared
+by a hash). Prints each checkout's commit,
 the median and range of all its calls and the ratio new / old, and checks that both gave
 the same results. Asserts nothing.
 """
@@ -26,9 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 CHILD = """
-import json, sys, time
+import hashlib, json, sys, time
 import numpy as np, torch
-from bench_metrics import clustered
+from bench_data import clustered
 from daalml.metrics import knn, retrieval_metrics
 n, dim, per_class, calls, what = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 
@@ -38,7 +39,8 @@ def run(x, y):
         out = retrieval_metrics(xt, yt)
         return {key: out[key] for key in sorted(out) if isinstance(out[key], float | int)}
     k = int(np.bincount(y).max()) - 1
-    return int(knn(xt, xt, k, exclude_self=True)[1].sum())
+    scores, indices = knn(xt, xt, k, exclude_self=True)
+    return hashlib.sha256(scores.numpy().tobytes() + indices.numpy().tobytes()).hexdigest()
 
 run(*clustered(4096, dim, per_class, 1))
 x, y = clustered(n, dim, per_class, 0)
@@ -52,9 +54,11 @@ print(json.dumps({"times": times, "result": result}))
 
 
 def commit_of(src: Path) -> str:
-    """The short commit of the checkout that holds ``src`` (or "?" outside git)."""
+    """The short commit of the checkout that holds ``src``, "-dirty" if it has uncommitted
+    changes (or "?" outside git)."""
     done = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(src), "describe", "--always", "--dirty"], capture_output=True,
+        text=True,
     )
     return done.stdout.strip() or "?"
 
@@ -66,9 +70,10 @@ def one_process(src: Path, n: int, args: argparse.Namespace) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True
     )
-    if done.returncode != 0:
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
         sys.exit(f"{src}: the timed process failed:\n{done.stderr.strip()}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
 def main() -> None:

@@ -564,6 +564,7 @@ def test_heaps_each_heap_row_has_one_writer_at_a_time(
             assert first >= bounds[i]  # sweep i writes no shared row of a block before i
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers", [2, 3])
 @pytest.mark.parametrize("exclude_self", [True, False])
 def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
@@ -583,8 +584,19 @@ def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
         with lock:
             return next(clock)
 
+    local = threading.local()
+    sweeps: list[tuple[int, str, int, int]] = []  # sweep, thread, start, end of its offers
+    sweep_part = H._sweep_part
+
+    def spy_part(*args) -> None:
+        local.sweep = args[4]
+        start = stamp()
+        sweep_part(*args)
+        sweeps.append((args[4], threading.current_thread().name, start, stamp()))
+
     def spy_offer(self, sim, row0, col0, columns_to=None, col_row0=0, col_id0=0) -> None:
         start = stamp()
+        threading.Event().wait(0.0005)  # tiles take long next to the threads' start-up
         offer(self, sim, row0, col0, columns_to, col_row0, col_id0)
         end, thread = stamp(), threading.current_thread().name
         writes.append((thread, id(self), row0, row0 + sim.shape[0], start, end))
@@ -601,6 +613,7 @@ def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
 
     monkeypatch.setattr(H._Buffers, "offer", spy_offer)
     monkeypatch.setattr(H, "_finish", spy_finish)
+    monkeypatch.setattr(H, "_sweep_part", spy_part)
     g = random_unit(900, 16, seed=11)
     q = g if exclude_self else random_unit(700, 16, seed=12)
     exact = knn(q, g, 12, exclude_self=exclude_self, backend="exact")[1]
@@ -617,8 +630,13 @@ def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
     assert all(len(threads) == 1 for threads in writers.values())
     ahead = [r for r in reads if any(w[4] > r[2] and w[5] < r[3] for w in writes)]
     assert ahead  # offers (to other rows) ran during finishes
+    # no join per sweep: a worker started sweep i + 1 while another still ran sweep i
+    assert any(
+        a[0] == b[0] + 1 and a[1] != b[1] and a[2] < b[3] for a in sweeps for b in sweeps
+    )
 
 
+@pytest.mark.timeout(60)
 def test_heaps_search_stops_its_workers_when_left_or_failing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -638,17 +656,36 @@ def test_heaps_search_stops_its_workers_when_left_or_failing(
     blocks.close()
     done = len(parts)
     assert max(parts) < len(T.block_bounds(2000, 32)) - 2  # not every sweep ran
-    assert not [t for t in threading.enumerate() if t.is_alive() and "ThreadPool" in t.name]
+    assert not [t for t in threading.enumerate() if t.name.startswith("daalml-sweeps")]
     assert len(parts) == done  # and none runs on after the close
 
     def failing(*args) -> None:
-        if args[4] == 5:
+        if args[4] == 5 and threading.current_thread().name == "daalml-sweeps-0":
+            threading.Event().wait(0.3)  # the main thread waits for sweep 5 meanwhile
             raise MemoryError("sweep 5")
         sweep_part(*args)
 
     monkeypatch.setattr(H, "_sweep_part", failing)
     with pytest.raises(MemoryError, match="sweep 5"):
         list(H.iter_blocks(g, g, 10, exclude_self=True, block=32, workers=2))
+
+
+@pytest.mark.timeout(60)
+def test_a_search_left_open_until_the_interpreter_exits_does_not_hang_it() -> None:
+    """A started search kept in a variable that lives to the end is never closed: the exit
+    joins the workers, which wait for blocks that the main thread no longer finishes."""
+    script = (
+        "import torch\n"
+        "import daalml.evaluation.knn_heaps as H\n"
+        "g = torch.nn.functional.normalize(torch.randn(2000, 16), dim=1)\n"
+        "search = H.iter_blocks(g, g, 10, exclude_self=True, block=32, workers=2)\n"
+        "next(search)\n"
+        "print('left open', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=45
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "left open", done.stderr[-2000:]
 
 
 def test_heap_owners_deal_column_blocks_back_and_forth() -> None:

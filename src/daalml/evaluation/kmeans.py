@@ -314,8 +314,8 @@ def _norms(v: torch.Tensor) -> torch.Tensor:
     once per Lloyd over every row, on one thread inside the workers' pool)."""
     if v.device.type != "cpu":
         return torch.linalg.vector_norm(v, dim=1, dtype=torch.float64)
-    wide = v.detach().numpy().astype(np.float64)
-    return torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", wide, wide)))
+    rows = v.detach().numpy()
+    return torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64)))
 
 
 def _largest_other(v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -44,8 +44,9 @@ recomputed on the plain path.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -252,7 +253,16 @@ def _search(
                                 shared, floor, exclude_self)
             progress.swept(w, i + 1)
 
-    running = [pool.submit(progress.run, run, w) for w in range(workers)]
+    # Threads of their own, not the pool's: daemons, so that a search left unfinished in a
+    # variable that lives until the interpreter exits does not hold the exit (which joins
+    # the pool's threads before it would close the search).
+    running = [
+        threading.Thread(target=progress.run, args=(run, w), name=f"daalml-sweeps-{w}",
+                         daemon=True)
+        for w in range(workers)
+    ]
+    for thread in running:
+        thread.start()
     try:
         held = _HeldBlocks(query, gallery, k, exclude_self)
         for i, sweep in enumerate(sweeps):
@@ -267,7 +277,8 @@ def _search(
         yield from held.flush()
     finally:
         progress.stop()  # the caller stopped early or this thread failed: workers leave
-        wait(running)
+        for thread in running:
+            thread.join()
 
 
 def _sweep_part(
