@@ -27,9 +27,10 @@ def both(x: torch.Tensor, seeds: torch.Tensor, niter: int = 20) -> list[int]:
 
 
 def clustered(n: int, dim: int, per_class: int, seed: int) -> np.ndarray:
-    """``benchmarks/bench_metrics.py``'s data (unit vectors around random class centres)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
-    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    """The benchmarks' data (``benchmarks/bench_data.py``: unit vectors around random class
+    centres)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_data.py"
+    spec = importlib.util.spec_from_file_location("bench_data", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
