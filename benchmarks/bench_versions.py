@@ -7,7 +7,7 @@ OLD_SRC and NEW_SRC are the ``src`` folders of two checkouts (``git worktree add
 makes one). A shared 2-core machine drifts by 5-10% between runs minutes apart, more than
 a change of a few percent: each round runs one process per checkout, in turns (the order
 flips every round), and each process times ``--calls`` calls after a warm-up on 4096
-points, on bench_metrics' clustered unit vectors: ``retrieval_metrics`` (``full``) or the
+points, on the benchmarks' clustered unit vectors (``bench_data.py``): ``retrieval_metrics`` (``full``) or the
 leave-one-out ``knn`` for the largest class's k (``knn``; its scores and indices compared
 by a hash). Prints each checkout's commit,
 the median and range of all its calls and the ratio new / old, and checks that both gave

@@ -584,12 +584,10 @@ def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
         with lock:
             return next(clock)
 
-    local = threading.local()
-    sweeps: list[tuple[int, str, int, int]] = []  # sweep, thread, start, end of its offers
+    sweeps: list[tuple[int, str, int, int]] = []  # sweep, thread, start, end of its part
     sweep_part = H._sweep_part
 
     def spy_part(*args) -> None:
-        local.sweep = args[4]
         start = stamp()
         sweep_part(*args)
         sweeps.append((args[4], threading.current_thread().name, start, stamp()))
@@ -640,8 +638,9 @@ def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
 def test_heaps_search_stops_its_workers_when_left_or_failing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A caller that stops reading ends the workers' sweeps (none left running); a worker's
-    failure reaches the caller as itself, not as a hang."""
+    """A caller that stops reading ends the workers' sweeps (no sweep thread is left once
+    the generator is closed); a worker's failure reaches the caller as itself, not as a
+    hang."""
     g = random_unit(2000, 16, seed=3)
     parts: list[int] = []
     sweep_part = H._sweep_part
@@ -654,10 +653,8 @@ def test_heaps_search_stops_its_workers_when_left_or_failing(
     blocks = H.iter_blocks(g, g, 10, exclude_self=True, block=32, workers=2)
     next(blocks)
     blocks.close()
-    done = len(parts)
     assert max(parts) < len(T.block_bounds(2000, 32)) - 2  # not every sweep ran
     assert not [t for t in threading.enumerate() if t.name.startswith("daalml-sweeps")]
-    assert len(parts) == done  # and none runs on after the close
 
     def failing(*args) -> None:
         if args[4] == 5 and threading.current_thread().name == "daalml-sweeps-0":
@@ -672,8 +669,9 @@ def test_heaps_search_stops_its_workers_when_left_or_failing(
 
 @pytest.mark.timeout(60)
 def test_a_search_left_open_until_the_interpreter_exits_does_not_hang_it() -> None:
-    """A started search kept in a variable that lives to the end is never closed: the exit
-    joins the workers, which wait for blocks that the main thread no longer finishes."""
+    """A started search kept in a variable that lives to the end is never closed, so its
+    workers wait for blocks that the main thread no longer finishes: the exit must not join
+    them (it joined pool threads, and hung, before the sweeps ran in daemon threads)."""
     script = (
         "import torch\n"
         "import daalml.evaluation.knn_heaps as H\n"
