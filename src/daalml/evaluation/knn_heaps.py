@@ -44,7 +44,6 @@ recomputed on the plain path.
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -253,16 +252,7 @@ def _search(
                                 shared, floor, exclude_self)
             progress.swept(w, i + 1)
 
-    # Threads of their own, not the pool's: daemons, so that a search left unfinished in a
-    # variable that lives until the interpreter exits does not hold the exit (which joins
-    # the pool's threads before it would close the search).
-    running = [
-        threading.Thread(target=progress.run, args=(run, w), name=f"daalml-sweeps-{w}",
-                         daemon=True)
-        for w in range(workers)
-    ]
-    for thread in running:
-        thread.start()
+    progress.start(run, "daalml-sweeps")  # daemon threads, not the pool's: see start()
     try:
         held = _HeldBlocks(query, gallery, k, exclude_self)
         for i, sweep in enumerate(sweeps):
@@ -276,9 +266,7 @@ def _search(
             yield from held.add(lo, *result)
         yield from held.flush()
     finally:
-        progress.stop()  # the caller stopped early or this thread failed: workers leave
-        for thread in running:
-            thread.join()
+        progress.close()  # the caller stopped early or this thread failed: workers leave
 
 
 def _sweep_part(

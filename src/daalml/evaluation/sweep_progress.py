@@ -4,10 +4,15 @@ what it is about to read or reuse, never for a whole sweep to end."""
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections.abc import Callable
 
 __all__ = ["Stopped", "SweepProgress"]
+
+_OPEN: weakref.WeakSet[SweepProgress] = weakref.WeakSet()
+"""The searches whose workers run: stopped and joined at the interpreter's exit."""
 
 
 class Stopped(Exception):
@@ -26,6 +31,30 @@ class SweepProgress:
         self._finished = 0
         self._stopped = False
         self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self, fn: Callable[[int], None], name: str) -> None:
+        """Run ``fn(w)`` for each worker w in a thread of its own (see :meth:`run`).
+
+        Daemon threads, stopped and joined by :meth:`close` or, for a search left open in a
+        variable that lives until the interpreter exits, by an ``atexit`` hook: the exit
+        joins non-daemon threads first, which would wait forever for blocks that no one
+        finishes, and daemon threads still running C++ code when the interpreter is torn
+        down can abort the process."""
+        self._threads = [
+            threading.Thread(target=self.run, args=(fn, w), name=f"{name}-{w}", daemon=True)
+            for w in range(len(self._swept))
+        ]
+        _OPEN.add(self)
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        """Stop the workers and wait for them to leave (each ends its current part first)."""
+        self.stop()
+        for thread in self._threads:
+            thread.join()
+        _OPEN.discard(self)
 
     def run(self, fn: Callable[[int], None], w: int) -> None:
         """``fn(w)``, a worker's sweeps: ended early by :meth:`stop`; its failure stops the
@@ -69,3 +98,9 @@ class SweepProgress:
         with self._change:
             self._stopped = True
             self._change.notify_all()
+
+
+@atexit.register
+def _close_open_searches() -> None:
+    for progress in list(_OPEN):
+        progress.close()
