@@ -24,6 +24,7 @@ from daalml.evaluation.clustering import (
     DEFAULT_KMEANS_NITER,
     KMEANS_SEED_POINTS_PER_CLUSTER,
     KMEANS_SEED_MIN_POINTS,
+    KMEANS_SEED_POINT_CLUSTERS,
     KMEANS_SEED_THREADS,
 )
 from daalml.evaluation.search import KnnFunc, knn
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_KMEANS_NITER",
     "KMEANS_SEED_MIN_POINTS",
     "KMEANS_SEED_POINTS_PER_CLUSTER",
+    "KMEANS_SEED_POINT_CLUSTERS",
     "KMEANS_SEED_THREADS",
     "Distance",
     "KnnBackend",

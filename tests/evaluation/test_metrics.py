@@ -359,6 +359,9 @@ def test_no_n_by_n_matrix_is_built() -> None:
         (np.ones((4, 2), np.float32), [0.0, 0.0, 1.0, 1.0], "labels: dtype .* not an integer"),
         (np.ones((4, 2), np.float32), [[0, 0, 1, 1]], r"labels: shape \(1, 4\) is not 1-D"),
         (np.full((4, 2), np.nan, np.float32), [0, 0, 1, 1], "embeddings: contains NaN"),
+        (np.array([[0, 1], [1, 0], [np.nan, 1], [1, 1]], np.float32), [0, 0, 1, 1], "NaN"),
+        (np.array([[0, 1], [1, 0], [np.inf, 1], [1, 1]], np.float32), [0, 0, 1, 1], "infinite"),
+        (np.array([[0, 1], [1, -np.inf], [0, 1], [1, 1]], np.float32), [0, 0, 1, 1], "infinite"),
         (np.ones((3, 2), np.float32), [0, 1, 2], "labels: all 3 samples are alone"),
     ],
 )
@@ -446,6 +449,23 @@ def test_knn_callable_contract_is_checked(bad, match: str) -> None:
         retrieval_metrics(on_arc([0, 5, 10, 20, 25, 30]), [0, 0, 0, 1, 1, 1], knn=bad)
     with pytest.raises(DaalmlError, match="knn: 3 is not callable"):
         retrieval_metrics(on_arc([0, 5, 10]), [0, 0, 1], knn=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("n", "clusters", "expected"),
+    [
+        (20_000, 400, 4_000),  # 10 a cluster: 10,000 points x 400 cost 0.18 s
+        (60_000, 1_200, 12_000),
+        (5_924, 100, 5_924),  # CUB's test split: every point, as before
+        (9_000, 175, 5_714),  # many clusters: the budget's 1,000,000 // 175
+        (30_000, 50, 10_000),  # few clusters: KMEANS_SEED_MIN_POINTS
+    ],
+)
+def test_seeding_sample_size(n: int, clusters: int, expected: int) -> None:
+    """The seeding's sample: 10 points a cluster, and more where its cost stays small."""
+    import daalml.evaluation.clustering as C
+
+    assert C._seed_sample(torch.zeros(n, 2), clusters, 0).shape == (expected, 2)
 
 
 def test_nmi_seeding_runs_beside_the_search_with_the_same_result(
