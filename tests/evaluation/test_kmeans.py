@@ -192,3 +192,22 @@ def test_gathered_rows_get_the_full_gemms_scores_bit_for_bit(threads: int) -> No
             assert torch.equal(torch.addmm(h, x[rows], c.T), full[rows])
     finally:
         torch.set_num_threads(before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    exponent=st.integers(-60, 60),
+    dim=st.integers(1, 600),
+    seed=st.integers(0, 2**16),
+)
+def test_row_norms_bound_the_norms_from_above(exponent: int, dim: int, seed: int) -> None:
+    """The fp32 norms of the bounds are upper bounds on the float64 ones, and close to them
+    where the squares stay within fp32's range (at 2^-60 they fall below it)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, dim, generator=gen) * 2.0**exponent
+    x[0] = 0.0
+    x[1, 0] = 2.0**exponent  # a row with one nonzero entry
+    up, exact = KM._row_norms(x), KM._norms(x)
+    assert bool((up >= exact).all())
+    if abs(exponent) <= 50:
+        assert bool((up <= exact * (1 + 1e-4) + 1e-20).all())  # the zero row: 2^-149 d

@@ -194,7 +194,7 @@ class _Bounded:
         self.gamma = terms / (1 - terms)
         self.underflow = (d + 1) * 2.0**-148  # products below fp32's normal range
         self.slack = (d + 8) * 2.0**-52  # the float64 rounding of the bounds' own arithmetic
-        self.norms = self._up(_norms(x))
+        self.norms = self._up(_row_norms(x))
         self.labels = torch.zeros(n, dtype=torch.int64)
         self.lo = torch.empty(n, dtype=torch.float64)
         self.up = torch.empty(n, dtype=torch.float64)
@@ -316,6 +316,21 @@ def _norms(v: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(v, dim=1, dtype=torch.float64)
     rows = v.detach().numpy()
     return torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64)))
+
+
+def _row_norms(x: torch.Tensor) -> torch.Tensor:
+    """Upper bounds (float64) on the norms of ``x``'s fp32 rows, from torch's fp32 norm (one
+    vectorised pass, where :func:`_norms` took 10 ms at 20,000 x 512 on one thread).
+
+    Any fp32 evaluation of ``sqrt(sum x_i^2)`` gives ``n`` with ``s <= ((n / (1 - u))^2 + d
+    2^-149) / (1 - gamma_{d+1})``: ``gamma`` bounds the products' and sums' rounding in any
+    order, the ``2^-149`` the squares lost below fp32's range (a wider accumulator only errs
+    less)."""
+    d = x.shape[1]
+    u = _FP32_UNIT_ROUNDOFF
+    gamma = (d + 1) * u / (1 - (d + 1) * u)
+    n = torch.linalg.vector_norm(x, dim=1).double() / (1 - u)
+    return torch.sqrt((n * n + d * 2.0**-149) / (1 - gamma))
 
 
 def _largest_other(v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,10 @@ needed, with memory that does not grow with the worker threads (:func:`heap_byte
   shared by all rows: block j's rows there are only ever written by ``owner(j)``.
 - Its row offers (the rows of block i) go, for block i's owner, to those shared rows, and
   for the other workers to their own buffers for one block of rows, reset at the start of
-  the sweep. There are two such sets per worker, for even and odd sweeps.
+  the sweep to the thresholds the shared rows have reached by then (read while the owner
+  may still raise them: any value read is one they held, and refuses only entries that
+  those rows already keep k + 1 better of). There are two such sets per worker, for even
+  and odd sweeps.
 - Each worker runs its tiles sweep after sweep, without waiting for the others at the
   end of a sweep (a sweep's last tiles no longer leave a core idle). The main thread
   finishes block i once every worker is past sweep i, when none writes its rows again; a
@@ -287,7 +290,9 @@ def _sweep_part(
     those of block j > i (its columns, leave-one-out) to the shared buffers."""
     i0, i1 = q_bounds[i], q_bounds[i + 1]
     if direct is not shared:
-        direct.reset(floor[i0:i1])
+        # block i's shared rows have taken offers since sweep 0 (see the module docstring)
+        start = floor[i0:i1] if shared is None else np.maximum(floor[i0:i1], shared.thr[i0:i1])
+        direct.reset(start)
     x_i = query[i0:i1]
     for j in todo:
         j0, j1 = g_bounds[j], g_bounds[j + 1]
