@@ -211,3 +211,36 @@ def test_row_norms_bound_the_norms_from_above(exponent: int, dim: int, seed: int
     assert bool((up >= exact).all())
     if abs(exponent) <= 50:
         assert bool((up <= exact * (1 + 1e-4) + 1e-20).all())  # the zero row: 2^-149 d
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n_clusters=st.integers(1, 40),
+    workers=st.sampled_from([1, 2, 3]),
+    moves=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    always_in_part=st.booleans(),
+)
+def test_cluster_sums_recomputed_in_part_equal_the_full_pass(
+    seed: int, n_clusters: int, workers: int, moves: list[int], always_in_part: bool
+) -> None:
+    """_CpuSums redoes only the clusters whose rows changed (``always_in_part``: however
+    many); each call's sums are the bits of a full pass under the same labels (fp32 sums
+    depend on the order of the additions, so a wrong order or a stale cluster shows)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(300, 24, generator=gen) * 10.0 ** torch.randint(-3, 4, (300, 1), generator=gen)
+    labels = torch.randint(0, n_clusters, (300,), generator=gen)
+    fraction = 1.0 if always_in_part else KM.RECOUNT_FRACTION
+    with ThreadPoolExecutor(workers) as pool, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(KM, "RECOUNT_FRACTION", fraction)
+        incremental = KM._CpuSums(x, n_clusters, pool)
+        for n_moved in [0, *moves]:
+            rows = torch.randperm(300, generator=gen)[:n_moved]
+            labels = labels.clone()
+            labels[rows] = torch.randint(0, n_clusters, (n_moved,), generator=gen)
+            full = KM._sums(x, labels, n_clusters, pool)
+            assert torch.equal(incremental.of(labels), full)
+    if workers == 1:  # one share: the plain index_add_
+        assert torch.equal(full, torch.zeros(n_clusters, 24).index_add_(0, labels, x))
