@@ -29,12 +29,17 @@ below), which MKL gives each row's bits of the full GEMM (see :func:`_assign_bou
 ``lo`` and ``up`` are ``s_a - E`` and ``s_2 + E`` from those scores. The bounds' own arithmetic
 runs in float64, rounded outward, and a NaN leaves a point unproved. So the labels, and the
 iterations run, are those of the plain loop, which :func:`_lloyd` keeps (``bounded=False``);
-the centroid sums are recomputed in full every iteration, as before, so the centroids are
+the centroid sums are a full pass's bits (on CPU only the clusters whose rows changed are
+recomputed, from those rows in index order: :class:`_CpuSums`), so the centroids are
 too. On the clustered benchmark data (d = 512, 400 or 1200 clusters) the full GEMM
 re-assigns every point in the first three assignments, then few (tests/evaluation/
 test_kmeans.py checks that most are skipped). A GPU (cuBLAS
 picks its kernels, so the bits, by the GEMM's shape), other dtypes and reduced-precision
 fp32 matmuls use the plain loop (:func:`_bounds_hold`).
+
+One cohesive thing over 400 lines: Lloyd's loop and the two ways it skips recomputing what
+did not change (the bounds for the labels, the partial sums for the centroids), which
+share its row blocks, its worker pool and the bit-for-bit argument above.
 """
 
 from __future__ import annotations
