@@ -34,8 +34,8 @@ larger sample seeds better."""
 KMEANS_SEED_POINT_CLUSTERS = 1_000_000
 """Most sample points x clusters the minimum above may cost: the seeding's passes read
 the sample once per cluster (from memory, beyond the caches, at 10,000 x 512 fp32), so at
-N = 20,000 with 400 clusters a 10,000-point sample took 0.18 s, a 4,000-point one (10 a
-cluster) 0.05 s, beside a search of 1.4 s. Every set of up to 10,000 points with up to 100
+N = 20,000 with 400 clusters a 10,000-point sample took 224 ms, a 4,000-point one (10 a
+cluster) 49 ms, beside a search of 1.4 s (docs/performance.md, 2026-12-07, the command). Every set of up to 10,000 points with up to 100
 clusters is still seeded from every point."""
 
 KMEANS_SEED_THREADS = 1

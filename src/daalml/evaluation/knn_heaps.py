@@ -290,9 +290,9 @@ def _sweep_part(
     those of block j > i (its columns, leave-one-out) to the shared buffers."""
     i0, i1 = q_bounds[i], q_bounds[i + 1]
     if direct is not shared:
-        # block i's shared rows have taken offers since sweep 0 (see the module docstring)
-        start = floor[i0:i1] if shared is None else np.maximum(floor[i0:i1], shared.thr[i0:i1])
-        direct.reset(start)
+        # block i's shared rows started at the floors and have only risen since (see the
+        # module docstring); reset copies what it reads
+        direct.reset(floor[i0:i1] if shared is None else shared.thr[i0:i1])
     x_i = query[i0:i1]
     for j in todo:
         j0, j1 = g_bounds[j], g_bounds[j + 1]
