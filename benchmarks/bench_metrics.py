@@ -45,6 +45,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
 from bench_data import clustered
+from daalml.evaluation import gemm_dots as _gemm_dots
 from daalml.evaluation import heap_kernels as _heap_kernels
 from daalml.evaluation import kmeans as _kmeans
 from daalml.evaluation import knn_backends as _knn
@@ -141,7 +142,7 @@ def tile_products(x: torch.Tensor) -> None:
     """The tiled leave-one-out search's products alone: the tiles on and above the diagonal,
     shared among its workers as the search shares them (each worker the column blocks
     ``knn_heaps.owner`` deals it, sweep after sweep, with no join between sweeps; results
-    discarded)."""
+    discarded). bf16 ``x`` gives the bf16 path's products (with their conversion to fp32)."""
     bounds = _knn_blocks.block_bounds(x.shape[0], _block(x))
     n_blocks = len(bounds) - 1
     with _knn_blocks.worker_pool(x.device) as (pool, workers):
@@ -151,7 +152,7 @@ def tile_products(x: torch.Tensor) -> None:
                 x_i = x[bounds[i] : bounds[i + 1]]
                 for j in range(i, n_blocks):
                     if _knn_heaps.owner(j, workers) == w:
-                        _knn_blocks.tile_product(x_i, x[bounds[j] : bounds[j + 1]])
+                        _knn_blocks.tile_product(x_i, x[bounds[j] : bounds[j + 1]]).float()
 
         list(pool.map(part, range(workers)))
 
@@ -193,6 +194,9 @@ def stage_fns(
             ),
         ),
     }
+    if backend == "tiled-bf16":
+        unit16 = torch.nn.functional.normalize(xt, dim=1).bfloat16()
+        fns["products"] = lambda: tile_products(unit16)
     if backend == "tiled":
         fns["products"] = lambda: tile_products(xt)
         if xt.device.type != "cpu":  # the heap merge on CPU needs no thresholds
@@ -210,11 +214,28 @@ def merge_description() -> str:
 
 
 def path_name(backend: str, device: torch.device) -> str:
-    """The backend and, for "tiled", how its tiles are merged on this device."""
+    """The backend and, for the tiled ones, how their tiles are made and merged here."""
+    if backend == "tiled-bf16":
+        return "tiled (heaps, bf16 products)"
     if backend != "tiled":
         return backend
     heaps = device.type == "cpu" and _heap_kernels.AVAILABLE
     return "tiled (heaps)" if heaps else "tiled (scan)"
+
+
+def products_description(dim: int, device: torch.device) -> str:
+    """Whether the tiled path's products may be bf16 here, and the GEMM order found."""
+    if device.type != "cpu":
+        return "tiled products: fp32 (not a CPU)"
+    if _knn.bf16_speedup() < _knn.BF16_TILES_MIN_SPEEDUP:
+        return f"tiled products: fp32 (bf16 matmul under {_knn.BF16_TILES_MIN_SPEEDUP}x fp32)"
+    bounds = _gemm_dots.split(dim)
+    if bounds is None:
+        return f"tiled products: fp32 (this GEMM's order of additions not found for d={dim})"
+    return (
+        f"tiled products: bf16, rescored in the fp32 GEMM's order"
+        f" (d={dim} added in blocks {bounds.tolist()})"
+    )
 
 
 def stage_rows(
@@ -276,7 +297,7 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     k = int(np.bincount(y).max()) - 1
     backend = _knn.resolve_backend(
-        "auto", device, n * n, n_gallery=n, k=max(k, 8), symmetric=True
+        "auto", device, n * n, n_gallery=n, k=max(k, 8), symmetric=True, dim=args.dim
     )
     calc = pml_calculator()
     fns: dict[str, Callable[[], object]] = {"ours": lambda: retrieval_metrics(xt, yt)}
@@ -325,6 +346,8 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
     if path == "tiled (heaps)":  # the CPU's previous merge, side by side
         unit = torch.nn.functional.normalize(xt, dim=1)
         knn_fns["scan"] = lambda: list(_knn_blocks.iter_blocks(unit, unit, k, exclude_self=True))
+    if backend == "tiled-bf16":  # the fp32 products, side by side
+        knn_fns["fp32"] = lambda: knn(xt, xt, k, exclude_self=True, backend="tiled")
     out, times, _ = in_turns(args.repeats, knn_fns, device)
     (_, idx_ours), (_, idx_pml) = out["ours"], out["pml"]
     same = float((idx_ours.cpu() == idx_pml).float().mean())
@@ -337,13 +360,16 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
         f"{head} kNN k={k} | {med(times['ours'])} | {med(times['pml'])} |"
         f" {t_ours / t_pml:.2f} | | | | {check} |"
     )
-    if "scan" in times:
-        t_scan = statistics.median(times["scan"])
-        rows.append(
-            f"| {n} | {n_classes} | tiled (scan) | kNN k={k} | {med(times['scan'])} |"
-            f" {med(times['pml'])} | {t_scan / t_pml:.2f} | | | | heaps / scan"
-            f" {t_ours / t_scan:.2f} |"
-        )
+    # the other merge or products, side by side: (timing, path, what the ratio compares)
+    for name, other, ratio in (("fp32", "tiled (heaps)", "bf16 / fp32 products"),
+                               ("scan", "tiled (scan)", "heaps / scan")):
+        if name in times:
+            t_other = statistics.median(times[name])
+            rows.append(
+                f"| {n} | {n_classes} | {other} | kNN k={k} | {med(times[name])} |"
+                f" {med(times['pml'])} | {t_other / t_pml:.2f} | | | | {ratio}"
+                f" {t_ours / t_other:.2f} |"
+            )
     return rows, stages
 
 
@@ -366,6 +392,7 @@ def main() -> None:
     logging.getLogger("PML").setLevel(logging.WARNING)
 
     print(f"CPU: {cpu_description()}; {kernel_description()}")
+    print(products_description(args.dim, device))
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(

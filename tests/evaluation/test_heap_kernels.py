@@ -241,7 +241,8 @@ def unions(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
 @given(unions())
 def test_top_of_union_is_topk_of_the_keys(case: tuple) -> None:
     keys, counts, thr, k = case
-    scores, columns, unproved = HK.top_of_union(keys, counts, thr, k)
+    scores, columns, unproved, left_out = HK.top_of_union(keys, counts, thr, k)
+    assert np.array_equal(left_out, thr.max(axis=0))
     assert scores.shape == (keys.shape[1], k) and columns.shape == (keys.shape[1], k)
     for r in range(keys.shape[1]):
         union = np.concatenate([keys[h, r, : counts[h, r]] for h in range(keys.shape[0])])
@@ -261,7 +262,7 @@ def test_top_of_union_rows_short_of_k_are_unproved_whatever_the_threshold() -> N
     keys = keys_of(np.float32([[[0.5, 0.25, 0.0]]]), np.array([[[0, 1, 2]]]))
     for floor in (float("nan"), float("-inf"), 0.0):
         thr = np.full((1, 1), floor, dtype=np.float32)
-        scores, columns, unproved = HK.top_of_union(keys, np.full((1, 1), 3, np.int32), thr, 4)
+        scores, columns, unproved, _ = HK.top_of_union(keys, np.full((1, 1), 3, np.int32), thr, 4)
         assert unproved.tolist() == [True]
         assert columns.tolist() == [[0, 1, 2, -1]]
         assert scores.tolist() == [[0.5, 0.25, 0.0, float("-inf")]]

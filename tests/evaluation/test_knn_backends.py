@@ -168,14 +168,14 @@ def test_metrics_do_not_depend_on_backend() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 30, size=600)
     x = rng.standard_normal((30, 32))[y] + rng.standard_normal((600, 32))
-    backends = ("exact", "bf16", "tiled", "auto")
+    backends = ("exact", "bf16", "tiled", "tiled-bf16", "auto")
     loo = [retrieval_metrics(x, y, backend=b, kmeans_niter=5) for b in backends]
-    assert loo[0] == loo[1] == loo[2] == loo[3]
+    assert all(m == loo[0] for m in loo)
     qg = [
         query_gallery_metrics(x[:200], y[:200], x[200:], y[200:], backend=b)
-        for b in ("exact", "bf16", "tiled")
+        for b in ("exact", "bf16", "tiled", "tiled-bf16")
     ]
-    assert qg[0] == qg[1] == qg[2]
+    assert all(m == qg[0] for m in qg)
 
 
 # --- the certificate ----------------------------------------------------------------------
@@ -601,10 +601,10 @@ def test_heaps_sweeps_run_on_without_writing_what_a_finish_reads(
         if columns_to is not None:
             writes.append((thread, id(columns_to), col_row0, col_row0 + sim.shape[1], start, end))
 
-    def spy_finish(k, buffers, n_rows):
+    def spy_finish(k, buffers, n_rows, *rest):
         start = stamp()
         threading.Event().wait(0.004)  # a slow finish: the workers run ahead meanwhile
-        result = finish(k, buffers, n_rows)
+        result = finish(k, buffers, n_rows, *rest)
         end = stamp()
         reads.extend((id(b), r0, r0 + n_rows, start, end) for b, r0 in buffers)
         return result
@@ -879,13 +879,21 @@ def test_bench_metrics_runs_at_a_tiny_size() -> None:
 
 
 def test_bench_metrics_prints_the_heap_merge_beside_the_scan_on_cpu() -> None:
+    """fp32 tiles beside the scan; where bf16 products run (a CPU with fast bf16 and a GEMM
+    order gemm_dots reproduces), they beside the fp32 tiles."""
     rows = bench_metrics_rows(4200)  # past 4096 items: the tiled path
     assert len(rows) == 5
-    assert "tiled (heaps) | kNN" in rows[1] and "tiled = exact: True" in rows[1]
-    assert "tiled (scan) | kNN" in rows[2] and "heaps / scan" in rows[2]
+    bf16 = "bf16 products" in rows[1]
+    path = "tiled (heaps, bf16 products)" if bf16 else "tiled (heaps)"
+    assert f"{path} | kNN" in rows[1]
+    assert ("tiled-bf16 = exact: True" if bf16 else "tiled = exact: True") in rows[1]
+    if bf16:
+        assert "tiled (heaps) | kNN" in rows[2] and "bf16 / fp32 products" in rows[2]
+    else:
+        assert "tiled (scan) | kNN" in rows[2] and "heaps / scan" in rows[2]
     for row in rows[3:]:  # the stages: tile products measured, no threshold stage on CPU
         stages = [cell.strip() for cell in row.strip("|").split("|")]
-        assert stages[1] == "tiled (heaps)" and stages[7] != "-" and stages[8] == "-"
+        assert stages[1] == path and stages[7] != "-" and stages[8] == "-"
 
 
 def test_search_runs_at_full_fp32_precision_and_restores_the_setting() -> None:

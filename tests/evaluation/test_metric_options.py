@@ -153,7 +153,7 @@ def test_euclidean_backends_return_the_same_neighbours(exclude_self: bool) -> No
     g = x if exclude_self else x[:4100]
     results = {
         b: knn(x, g, 12, exclude_self=exclude_self, backend=b, distance="euclidean")
-        for b in ("exact", "tiled", "bf16", "auto")
+        for b in ("exact", "tiled", "bf16", "tiled-bf16", "auto")
     }
     for b, (scores, idx) in results.items():
         assert torch.equal(idx, results["exact"][1]), b

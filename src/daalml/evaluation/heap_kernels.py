@@ -186,16 +186,18 @@ def _largest_first(row: np.ndarray, n: int, size: int) -> None:
 
 def _top_of_union(
     keys: np.ndarray, counts: np.ndarray, thresholds: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row of the stacked buffers (``keys``: buffers x rows x capacity; ``counts``,
     ``thresholds``: buffers x rows), the best k of their union by (score descending, column
-    ascending), and whether that row is unproved: fewer than k entries (its places past them
-    hold -inf and -1), or the k-th best not above the largest threshold."""
+    ascending), whether that row is unproved (fewer than k entries: its places past them
+    hold -inf and -1; or the k-th best not above the largest threshold), and that largest
+    threshold, which bounds every entry the buffers left out."""
     n_buffers, m, width = keys.shape
     scores = np.full((m, k), -np.inf, dtype=np.float32)
     columns = np.full((m, k), -1, dtype=np.int64)
     score_bits = scores.view(np.int32)
     unproved = np.zeros(m, dtype=np.bool_)
+    largest = np.empty(m, dtype=np.float32)
     union = np.empty(n_buffers * width, dtype=np.int64)
     for r in range(m):
         n, left_out = 0, thresholds[0, r]
@@ -214,7 +216,8 @@ def _top_of_union(
             score_bits[r, t] = _unordered(np.int32(key >> 32))
             columns[r, t] = _INT32_MAX - (key & 0xFFFFFFFF)
         unproved[r] = n < k or scores[r, k - 1] <= left_out
-    return scores, columns, unproved
+        largest[r] = left_out
+    return scores, columns, unproved, largest
 
 
 _COMPILING = threading.Lock()
@@ -245,6 +248,6 @@ def offer_tile(*args: object) -> None:
     _kernel("offer_tile")(*args)
 
 
-def top_of_union(*args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def top_of_union(*args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_top_of_union`, compiled (the arguments as there)."""
     return _kernel("top_of_union")(*args)

@@ -1,6 +1,6 @@
 """Exact chunked k-nearest-neighbour search by inner product (cosine on unit vectors).
 
-Three backends; ``"auto"`` picks ``"exact"`` or ``"tiled"`` per call:
+Four backends; ``"auto"`` picks ``"exact"``, ``"tiled"`` or ``"tiled-bf16"`` per call:
 
 * ``"exact"``: fp32 matmul + topk per block of queries (the reference).
 * ``"tiled"`` (any device): fp32 by cache-sized tiles, symmetric for leave-one-out (half the
@@ -9,6 +9,16 @@ Three backends; ``"auto"`` picks ``"exact"`` or ``"tiled"`` per call:
   entry is kept only if it reaches a per-query threshold read off a gallery sample
   (:mod:`daalml.evaluation.knn_tiles`).
   ``"auto"`` uses it wherever the gallery holds >= 4096 items.
+* ``"tiled-bf16"`` (CPU, cosine): the tiled search with bf16 tile products into the
+  buffers, whose candidates are rescored in fp32 in the exact path's own order of additions
+  (:mod:`daalml.evaluation.gemm_dots`) and certified by the bf16 error bound
+  (:mod:`daalml.evaluation.knn_heaps`). ``"auto"`` picks it instead of ``"tiled"`` on CPU
+  tensors where bf16 matmul is at least ``BF16_TILES_MIN_SPEEDUP`` x faster than fp32 and
+  :func:`daalml.evaluation.gemm_dots.split` found the GEMM's order for the dimension;
+  asked for elsewhere it runs as ``"tiled"`` (fp32 tiles), as for Euclidean distance.
+  It first sizes the candidates on a sample of the data
+  (:func:`daalml.evaluation.bf16_candidates.bf16_plan`); where too many would be needed for the
+  certificates, ``"auto"`` runs fp32 tiles.
 * ``"bf16"`` (CPU): a bf16 matmul scores the block; the items above a per-query threshold
   (read off a gallery sample), cut to ``k + margin``, are rescored in fp32. A certificate
   from a rigorous bound on the bf16 error (:func:`bf16_error`) proves that every item
@@ -47,7 +57,13 @@ from typing import Literal
 import torch
 
 from daalml.errors import DaalmlError
-from daalml.evaluation import knn_heaps, knn_tiles
+from daalml.evaluation import bf16_candidates, gemm_dots, heap_kernels, knn_heaps, knn_tiles
+from daalml.evaluation.bf16_bounds import (
+    bf16_error,
+    bf16_score_bound,
+)
+from daalml.evaluation.bf16_bounds import norms_up as _norms_up
+from daalml.evaluation.bf16_bounds import residual_norms as _residual_norms
 
 __all__ = [
     "BACKENDS",
@@ -59,8 +75,8 @@ __all__ = [
     "resolve_backend",
 ]
 
-KnnBackend = Literal["auto", "exact", "bf16", "tiled"]
-BACKENDS: tuple[str, ...] = ("auto", "exact", "bf16", "tiled")
+KnnBackend = Literal["auto", "exact", "bf16", "tiled", "tiled-bf16"]
+BACKENDS: tuple[str, ...] = ("auto", "exact", "bf16", "tiled", "tiled-bf16")
 Distance = Literal["cosine", "euclidean"]
 DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
@@ -71,6 +87,12 @@ BF16_MIN_SPEEDUP = 2.0
 backend's per-query work costs about what a 2x faster matmul saves at N = 5000, d = 512.
 (Until 2026-12-03 ``"auto"`` chose bf16 by this and a 4x rule for leave-one-out; it no
 longer chooses bf16, see :func:`resolve_backend`.)"""
+
+BF16_TILES_MIN_SPEEDUP = 1.5
+"""``"auto"`` multiplies the tiled search's tiles in bf16 (``"tiled-bf16"``) from this
+bf16/fp32 matmul speedup on: at N = 20,000, d = 512 on the AMD EPYC (probe 2.0-2.1x) the
+bf16 search took 2.2 CPU s against 2.8 for fp32 tiles, of which the bf16 tiles 1.1 (fp32:
+2.3) and the rescoring and certificates about 0.55, so it breaks even near 1.3x."""
 
 MARGIN_MIN = 16
 """Candidates beyond k: ``max(MARGIN_MIN, k // 4)``, times the current widening factor."""
@@ -103,9 +125,6 @@ PROBE_ROUNDS = 15
 """The bf16 probe times fp32 and bf16 in turns this many times and keeps each one's best
 (about 70 ms in all)."""
 
-_U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest even)
-_U_FP32 = 2.0**-24
-
 _bf16_speedup: dict[str, float] = {}
 
 
@@ -117,11 +136,15 @@ def resolve_backend(
     n_gallery: int = 0,
     k: int = 1,
     symmetric: bool = False,
+    dim: int = 0,
 ) -> str:
-    """``"exact"``, ``"bf16"`` or ``"tiled"``: the backend to search ``n_pairs`` pairs with.
+    """``"exact"``, ``"bf16"``, ``"tiled"`` or ``"tiled-bf16"``: the backend to search
+    ``n_pairs`` pairs with.
 
-    ``n_gallery`` and ``k`` let ``"auto"`` decide whether the tiled path applies;
-    ``n_pairs`` and ``symmetric`` are kept for callers (they chose bf16 before 2026-12-03).
+    ``n_gallery`` and ``k`` let ``"auto"`` decide whether the tiled path applies, ``dim``
+    (the vectors' dimension, for cosine operands) whether its products may be bf16
+    (:func:`bf16_tiles_apply`; 0: not considered); ``n_pairs`` and ``symmetric`` are kept
+    for callers (they chose bf16 before 2026-12-03).
     """
     if backend not in BACKENDS:
         raise DaalmlError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -136,7 +159,22 @@ def resolve_backend(
     # not promise. On a Sapphire Rapids Xeon with AMX (2026-12-03) 24 of 20,000 rows got
     # other neighbours than backend="exact" (bench_metrics.clustered(20000, 512, 50, seed=0),
     # k=48, leave-one-out), while "tiled" matched in every row. Exact first, speed second.
-    return "tiled" if knn_tiles.usable(n_gallery, k) else "exact"
+    # "tiled-bf16" rescores in the exact GEMM's own order, found and checked by a probe.
+    if not knn_tiles.usable(n_gallery, k):
+        return "exact"
+    return "tiled-bf16" if dim and bf16_tiles_apply(device, dim) else "tiled"
+
+
+def bf16_tiles_apply(device: torch.device, dim: int) -> bool:
+    """Whether the tiled search multiplies its tiles in bf16 for ``dim``-dimensional cosine
+    operands: CPU tensors, the heap kernels available (numba), bf16 matmul
+    ``BF16_TILES_MIN_SPEEDUP`` x faster than fp32, and this GEMM's order of additions found."""
+    return (
+        device.type == "cpu"
+        and heap_kernels.AVAILABLE
+        and bf16_speedup() >= BF16_TILES_MIN_SPEEDUP
+        and gemm_dots.split(dim) is not None
+    )
 
 
 def bf16_matmul_is_faster() -> bool:
@@ -201,6 +239,8 @@ def iter_knn(
         query, gallery = euclidean_operands(query, gallery)
         if backend in ("auto", "bf16"):
             backend = "tiled" if knn_tiles.usable(gallery.shape[0], k) else "exact"
+        elif backend == "tiled-bf16":
+            backend = "tiled"
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
@@ -233,12 +273,27 @@ def _iter_knn(
 ) -> Iterator[Block]:
     n_q, n_g = query.shape[0], gallery.shape[0]
     chosen = resolve_backend(
-        backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self
+        backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self,
+        dim=query.shape[1],
     )
-    if chosen == "tiled":
-        heaps = knn_heaps.usable(query.device, n_q, k, torch.get_num_threads())
-        tiled = knn_heaps if heaps else knn_tiles
-        yield from tiled.iter_blocks(query, gallery, k, exclude_self=exclude_self)
+    if chosen == "tiled-bf16" and not bf16_tiles_apply(query.device, query.shape[1]):
+        chosen = "tiled"
+    kept = None
+    if chosen == "tiled-bf16":
+        kept = bf16_candidates.bf16_plan(query, gallery, k, exclude_self)
+        if kept is None and backend == "auto":
+            chosen = "tiled"
+        elif kept is None:  # asked for: run it all the same
+            kept = bf16_candidates.bf16_kept(k)
+    if chosen in ("tiled", "tiled-bf16"):
+        products = "bf16" if chosen == "tiled-bf16" else "fp32"
+        threads = torch.get_num_threads()
+        if knn_heaps.usable(query.device, n_q, k, threads, kept):
+            yield from knn_heaps.iter_blocks(
+                query, gallery, k, exclude_self=exclude_self, products=products, kept=kept
+            )
+        else:
+            yield from knn_tiles.iter_blocks(query, gallery, k, exclude_self=exclude_self)
         return
     if chosen == "exact":
         for start in range(0, n_q, chunk_size):
@@ -456,49 +511,6 @@ def _where_at_least(
     word_row, byte = torch.nonzero(buf.view(-1, 8)[words], as_tuple=True)
     flat = words[word_row] * 8 + byte
     return flat // n_cols, flat % n_cols
-
-
-def bf16_score_bound(b: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
-    """Upper bound on the fp32 score of an item whose bf16 score is <= ``b``.
-
-    ``err`` bounds everything but the rounding of the result to bf16 (see
-    :func:`bf16_error`), which hides <= u|b| / (1 - u) with u = 2^-8. The bound increases
-    with ``b``, so the largest bf16 score left out bounds every item left out.
-    """
-    u = _U_BF16
-    bound = b + b.abs() * (u / (1 - u)) + err
-    return torch.where(b == float("-inf"), b, bound)  # nothing left out: no bound
-
-
-def bf16_error(
-    q_norm: torch.Tensor, q_res: torch.Tensor, g_norm: float, g_res: float, dim: int
-) -> torch.Tensor:
-    """Per query, a bound on |fp32 score - fp32-accumulated bf16 score| over the gallery.
-
-    With x = x~ + r (x~ the bf16 rounding of x, r exact in fp32), q.g - q~.g~ =
-    q~.r_g + r_q.g~ + r_q.r_g, bounded by Cauchy-Schwarz with the norms: the largest
-    residual norm of the gallery (about 0.002 for d=512) is half the worst case u|g|.
-    Summing the bf16 products in fp32, and the fp32 score itself, each err by <= g_d|x||y|
-    with g_d = dim * 2^-24 / (1 - dim * 2^-24). ``q_norm``, ``q_res`` (per query) and
-    ``g_norm``, ``g_res`` (gallery maxima) must already be rounded up; 1e-6 covers
-    flushed subnormals.
-    """
-    gamma = dim * _U_FP32 / (1 - dim * _U_FP32)
-    q16_norm, g16_norm = q_norm + q_res, g_norm + g_res
-    rounding = q16_norm * g_res + q_res * g16_norm + q_res * g_res
-    summing = gamma * (q16_norm * g16_norm + q_norm * g_norm)
-    return rounding + summing + 1e-6
-
-
-def _norms_up(x: torch.Tensor) -> torch.Tensor:
-    """Row L2 norms rounded up past fp32 summation error (relative <= g_d / 2 + 2^-23)."""
-    gamma = x.shape[1] * _U_FP32 / (1 - x.shape[1] * _U_FP32)
-    return torch.linalg.vector_norm(x, dim=1) * (1 + gamma + 4 * _U_FP32)
-
-
-def _residual_norms(x: torch.Tensor, x16: torch.Tensor) -> torch.Tensor:
-    """Norms (rounded up) of x - bf16(x), which fp32 holds exactly."""
-    return _norms_up(x - x16.float())
 
 
 def _rescore(q: torch.Tensor, gallery: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:

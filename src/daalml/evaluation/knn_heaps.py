@@ -42,6 +42,10 @@ Exactness: every entry a buffer row left out scores at most its threshold, so wh
 k-th best of the union scores above the largest of those thresholds, the union holds the
 true top k, ordered by (score descending, index ascending); the rows where it does not are
 recomputed on the plain path.
+
+bf16 products (``products="bf16"``): the tiles are bf16 products, the buffers keep more
+candidates, and each block's are rescored and certified by
+:class:`daalml.evaluation.bf16_candidates.Rescorer` (the rows it cannot prove are redone).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from daalml.evaluation import bf16_candidates
 from daalml.evaluation import heap_kernels as kernels
 from daalml.evaluation import knn_tiles as tiles
 from daalml.evaluation.sweep_progress import SweepProgress
@@ -90,14 +95,21 @@ def floor_fraction(n_gallery: int) -> int:
     return max(tiles.SAMPLE_FRACTION, min(FLOOR_SAMPLE_FRACTION, n_gallery // tiles.SAMPLE_MIN))
 
 
-def row_bytes(k: int) -> int:
+def row_bytes(k: int, kept: int | None = None) -> int:
     """Bytes of one buffer row of a search for ``k`` neighbours: room for
-    ``heap_kernels.capacity(k + 1)`` int64 keys (score and column), a count and a threshold."""
-    return kernels.capacity(k + 1) * 8 + 8
+    ``heap_kernels.capacity(kept)`` int64 keys (score and column; ``kept`` = k + 1 with fp32
+    products), a count and a threshold."""
+    return kernels.capacity(k + 1 if kept is None else kept) * 8 + 8
 
 
 def heap_bytes(
-    n_queries: int, k: int, workers: int, *, block: int = tiles.CPU_BLOCK, symmetric: bool = True
+    n_queries: int,
+    k: int,
+    workers: int,
+    *,
+    block: int = tiles.CPU_BLOCK,
+    symmetric: bool = True,
+    kept: int | None = None,
 ) -> int:
     """Bytes of the buffers a search of ``n_queries`` rows for ``k`` neighbours allocates on
     ``workers`` threads: the shared set for all rows (leave-one-out only) and two sets of
@@ -105,20 +117,23 @@ def heap_bytes(
     widest = max((b - a for a, b in itertools.pairwise(tiles.block_bounds(n_queries, block))),
                  default=0)
     rows = (n_queries if symmetric else 0) + 2 * max(1, workers) * widest
-    return rows * row_bytes(k)
+    return rows * row_bytes(k, kept)
 
 
-def fits(n_queries: int, k: int, workers: int) -> bool:
+def fits(n_queries: int, k: int, workers: int, kept: int | None = None) -> bool:
     """Whether the buffers of a search of ``n_queries`` rows for ``k`` neighbours on
-    ``workers`` threads stay within ``HEAP_BYTES_MAX`` (counting the shared set, which only
-    a leave-one-out search allocates)."""
-    return heap_bytes(n_queries, k, workers) <= HEAP_BYTES_MAX
+    ``workers`` threads, each row keeping ``kept`` (default k + 1), stay within
+    ``HEAP_BYTES_MAX`` (counting the shared set, which only a leave-one-out search
+    allocates)."""
+    return heap_bytes(n_queries, k, workers, kept=kept) <= HEAP_BYTES_MAX
 
 
-def usable(device: torch.device, n_queries: int, k: int, workers: int) -> bool:
+def usable(
+    device: torch.device, n_queries: int, k: int, workers: int, kept: int | None = None
+) -> bool:
     """Whether this merge serves a tiled search: CPU tensors, the kernels compiled
     (numba installed) and the buffers within ``HEAP_BYTES_MAX``."""
-    return device.type == "cpu" and kernels.AVAILABLE and fits(n_queries, k, workers)
+    return device.type == "cpu" and kernels.AVAILABLE and fits(n_queries, k, workers, kept)
 
 
 class _Buffers:
@@ -171,23 +186,32 @@ def iter_blocks(
     exclude_self: bool,
     block: int = tiles.CPU_BLOCK,
     workers: int | None = None,
+    products: str = "fp32",
+    kept: int | None = None,
 ) -> Iterator[tiles.Block]:
     """Yield ``(start, scores, indices)`` per block of queries, best first, exactly.
 
     Inputs are fp32 CPU tensors (L2-normalised for cosine; the operands of
     :func:`daalml.evaluation.knn_backends.euclidean_operands` for Euclidean) and ``k`` <=
-    the available gallery size. With
-    ``exclude_self`` query row i is gallery row i; if both hold the same values, only tiles
-    on and above the diagonal are multiplied. The tiles of a sweep are shared among
-    ``workers`` Python threads (default: torch's thread count) that run torch
-    single-threaded and the kernels without the GIL.
+    the available gallery size. With ``exclude_self`` query row i is gallery row i; if both
+    hold the same values, only tiles on and above the diagonal are multiplied. The tiles of
+    a sweep are shared among ``workers`` Python threads (default: torch's thread count)
+    that run torch single-threaded and the kernels without the GIL. ``products="bf16"``
+    (cosine operands, and :func:`daalml.evaluation.gemm_dots.split` found for the
+    dimension) multiplies the tiles in bf16, each row keeping ``kept`` candidates (default
+    ``bf16_candidates.bf16_kept(k)``).
     """
+    if products not in ("fp32", "bf16"):
+        raise ValueError(f"products: {products!r} is not 'fp32' or 'bf16'")
     if query.device.type != "cpu":
         raise ValueError("knn_heaps runs on CPU tensors; knn_tiles serves other devices")
     if not kernels.AVAILABLE:
         raise RuntimeError("knn_heaps needs numba (pip install numba); knn_tiles runs without")
+    if products == "fp32" or kept is None:
+        kept = k + 1 if products == "fp32" else bf16_candidates.bf16_kept(k)
     with tiles.worker_pool(query.device, workers) as (pool, n_workers):
-        yield from _search(query, gallery, k, exclude_self, block, n_workers, pool)
+        bf16 = products == "bf16"
+        yield from _search(query, gallery, k, exclude_self, block, n_workers, pool, kept, bf16)
 
 
 def owner(j: int, workers: int) -> int:
@@ -208,6 +232,8 @@ def _search(
     block: int,
     workers: int,
     pool: ThreadPoolExecutor,
+    kept: int,
+    bf16: bool,
 ) -> Iterator[tiles.Block]:
     """The sweeps of :func:`iter_blocks`: each worker runs its tiles of every sweep in turn,
     without waiting for the others at the end of a sweep, while this thread finishes block
@@ -217,16 +243,18 @@ def _search(
     g_bounds = q_bounds if symmetric else tiles.block_bounds(gallery.shape[0], block)
     # Starting at a threshold that k + 1 items reach (but for about 1 row in 1000) spares
     # the buffers most of the entries an empty start lets in.
+    rescorer = bf16_candidates.Rescorer(query, gallery, k, symmetric, kept) if bf16 else None
+    q_tiles, g_tiles = (query, gallery) if rescorer is None else rescorer.operands
     fraction = floor_fraction(gallery.shape[0])
-    floor = tiles.row_thresholds(query, gallery, k + 1, exclude_self, block, pool, fraction)
-    floor = floor.numpy().astype(np.float32, copy=False)
+    floor = tiles.row_thresholds(q_tiles, g_tiles, kept, exclude_self, block, pool, fraction)
+    floor = floor.float().numpy()
     shared = None
     if symmetric:
-        shared = _Buffers(query.shape[0], k + 1)
+        shared = _Buffers(query.shape[0], kept)
         shared.reset(floor)
     widest = max(b - a for a, b in itertools.pairwise(q_bounds))
     # per worker, one set for the even sweeps and one for the odd ones
-    own = [[_Buffers(widest, k + 1) for _ in range(workers)] for _ in range(2)]
+    own = [[_Buffers(widest, kept) for _ in range(workers)] for _ in range(2)]
     n_blocks = len(q_bounds) - 1
 
     def parts(i: int) -> list[tuple[int, list[int], _Buffers, int]]:
@@ -251,7 +279,7 @@ def _search(
                 if worker == w:
                     # a per-worker set is reused from sweep i - 2: block i - 2 is read first
                     progress.wait_finished(i - 1 if direct is not shared else 0)
-                    _sweep_part(query, gallery, q_bounds, g_bounds, i, part, direct, row0,
+                    _sweep_part(q_tiles, g_tiles, q_bounds, g_bounds, i, part, direct, row0,
                                 shared, floor, exclude_self)
             progress.swept(w, i + 1)
 
@@ -264,7 +292,7 @@ def _search(
             rows = [(direct, row0) for _, _, direct, row0 in sweep if direct is not shared]
             if shared is not None:
                 rows.append((shared, lo))
-            result = _finish(k, rows, hi - lo)
+            result = _finish(k, rows, hi - lo, rescorer, lo)
             progress.finished(i + 1)
             yield from held.add(lo, *result)
         yield from held.flush()
@@ -287,7 +315,8 @@ def _sweep_part(
 ) -> None:
     """One worker's tiles (i, j) of sweep i: the rows of block i offered to ``direct`` from
     its row ``row0`` on (the worker's own buffers, reset first, or block i's shared rows),
-    those of block j > i (its columns, leave-one-out) to the shared buffers."""
+    those of block j > i (its columns, leave-one-out) to the shared buffers. bf16 operands
+    give bf16 tiles, offered as fp32."""
     i0, i1 = q_bounds[i], q_bounds[i + 1]
     if direct is not shared:
         # block i's shared rows started at the floors and have only risen since (see the
@@ -296,7 +325,7 @@ def _sweep_part(
     x_i = query[i0:i1]
     for j in todo:
         j0, j1 = g_bounds[j], g_bounds[j + 1]
-        sim = tiles.tile_product(x_i, gallery[j0:j1]).contiguous()
+        sim = tiles.tile_product(x_i, gallery[j0:j1]).float().contiguous()
         if exclude_self and j0 < i1 and i0 < j1:
             tiles.mask_self(sim, i0, j0)
         if shared is not None and j > i:
@@ -306,18 +335,26 @@ def _sweep_part(
 
 
 def _finish(
-    k: int, buffers: list[tuple[_Buffers, int]], n_rows: int
+    k: int,
+    buffers: list[tuple[_Buffers, int]],
+    n_rows: int,
+    rescorer: bf16_candidates.Rescorer | None = None,
+    start: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The top k of a block's ``n_rows`` rows from the union of their buffers (each given
-    with the row where this block's rows start in it), and the rows where that union is not
-    proved to hold the exact top k, which :class:`_HeldBlocks` redoes."""
+    """The top k of a block's ``n_rows`` rows (from query row ``start``) from the union of
+    their buffers (each given with the row where this block's rows start in it), and the
+    rows where that union is not proved to hold the exact top k, which :class:`_HeldBlocks`
+    redoes. With bf16 products the union's best are rescored by ``rescorer`` first."""
     def rows(arrays: list[np.ndarray]) -> np.ndarray:
         return np.stack([a[r0 : r0 + n_rows] for a, (_, r0) in zip(arrays, buffers, strict=True)])
 
-    scores, indices, unproved = kernels.top_of_union(
+    size = k if rescorer is None else buffers[0][0].size
+    scores, indices, unproved, left_out = kernels.top_of_union(
         rows([b.keys for b, _ in buffers]), rows([b.count for b, _ in buffers]),
-        rows([b.thr for b, _ in buffers]), k,
+        rows([b.thr for b, _ in buffers]), size,
     )
+    if rescorer is not None:
+        return rescorer.top(start, scores, indices, left_out)
     redo = np.flatnonzero(unproved)
     return torch.from_numpy(scores), torch.from_numpy(indices), torch.from_numpy(redo)
 

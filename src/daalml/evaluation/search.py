@@ -69,8 +69,13 @@ def knn(
     and proves per query, from a bound on the bf16 error, that nothing left out could rank
     in the top k (else the query gets more candidates, then is redone exactly); its fp32
     rescoring need not add in the exact path's order, so it can swap near-ties on some CPUs
-    and ``"auto"`` never picks it. ``"auto"`` uses tiled for galleries of at least 4096
-    items, else exact, on any device. Euclidean searches never use bf16 (``"bf16"`` runs
+    and ``"auto"`` never picks it. ``"tiled-bf16"`` (CPU, cosine) multiplies the tiles in
+    bf16, rescores the certified candidates in fp32 in the exact GEMM's own order of
+    additions (found by a probe; elsewhere it runs as ``"tiled"``) and redoes the rows
+    without a certificate: the same neighbours and scores as ``"exact"``. ``"auto"`` uses
+    tiled for galleries of at least 4096 items, else exact, on any device; on a CPU with
+    fast bf16 matmul, where the probe found the GEMM's order and a sample of the rows
+    would be proved, it uses ``"tiled-bf16"``. Euclidean searches never use bf16 (``"bf16"`` runs
     as ``"auto"``) and multiply every tile.
     """
     _check_distance(distance)
