@@ -477,20 +477,23 @@ def test_heap_floors_come_from_a_sparser_sample_and_stay_exact(
 
 
 def test_heap_bytes_do_not_grow_with_the_workers() -> None:
-    """One shared buffer set for all rows; per worker only two sets of one block's rows."""
-    k = 79
+    """One shared buffer set for all rows; per worker only OWN_SETS sets of one block's rows;
+    rows that keep more candidates (bf16 products) take more."""
+    k, sets = 79, H.OWN_SETS
     row = H.row_bytes(k)
     assert row == 2 * 80 * 8 + 8  # capacity 2 (k + 1) int64 keys, an int32 count, a threshold
+    assert H.row_bytes(k, kept=120) == 2 * 120 * 8 + 8
     for workers in (1, 2, 16):
-        extra = 2 * workers * T.CPU_BLOCK * row  # the workers' block buffers
+        extra = sets * workers * T.CPU_BLOCK * row  # the workers' block buffers
         assert H.heap_bytes(100_000, k, workers) == 100_000 * row + extra
         assert H.heap_bytes(200_000, k, workers) == 200_000 * row + extra
         assert H.heap_bytes(100_000, k, workers, symmetric=False) == extra
     assert 16 * 100_000 * row > H.HEAP_BYTES_MAX  # a set per worker for all rows did not fit
     assert H.fits(100_000, k, 16) and H.fits(800_000, k, 16)
     assert not H.fits(900_000, k, 1)
-    assert H.heap_bytes(700, 9, 3, block=64) == (700 + 2 * 3 * 64) * H.row_bytes(9)
-    assert H.heap_bytes(70, 9, 3, block=64) == (70 + 2 * 3 * 70) * H.row_bytes(9)  # short block
+    assert not H.fits(800_000, k, 16, kept=120)
+    assert H.heap_bytes(700, 9, 3, block=64) == (700 + sets * 3 * 64) * H.row_bytes(9)
+    assert H.heap_bytes(70, 9, 3, block=64) == (70 + sets * 3 * 70) * H.row_bytes(9)  # short
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])

@@ -27,15 +27,16 @@ needed, with memory that does not grow with the worker threads (:func:`heap_byte
   for the other workers to their own buffers for one block of rows, reset at the start of
   the sweep to the thresholds the shared rows have reached by then (read while the owner
   may still raise them: any value read is one they held, and refuses only entries that
-  those rows already keep k + 1 better of). There are two such sets per worker, for even
-  and odd sweeps.
+  those rows already keep k + 1 better of). There are ``OWN_SETS`` such sets per worker,
+  used in turn by successive sweeps.
 - Each worker runs its tiles sweep after sweep, without waiting for the others at the
   end of a sweep (a sweep's last tiles no longer leave a core idle). The main thread
   finishes block i once every worker is past sweep i, when none writes its rows again; a
-  worker waits only before reusing its set of sweep i - 2, until block i - 2 is finished.
+  worker waits only before reusing its set of sweep i - OWN_SETS, until that block is
+  finished.
 
 So the buffers take ``n_rows x row_bytes(k)`` for the shared set (leave-one-out only) plus
-``2 x workers x block x row_bytes(k)`` for the workers' sets; a row's candidates are the
+``OWN_SETS x workers x block x row_bytes(k)`` for the workers' sets; a row's candidates are the
 union of its shared buffer and those of the workers that had tiles in its sweep.
 
 Exactness: every entry a buffer row left out scores at most its threshold, so whenever the
@@ -46,6 +47,9 @@ recomputed on the plain path.
 bf16 products (``products="bf16"``): the tiles are bf16 products, the buffers keep more
 candidates, and each block's are rescored and certified by
 :class:`daalml.evaluation.bf16_candidates.Rescorer` (the rows it cannot prove are redone).
+
+One cohesive thing over 400 lines: the sweeps, the buffers they fill and the blocks' finish,
+which share the ownership rules above (who writes which rows when, who may read them).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from daalml.evaluation.sweep_progress import SweepProgress
 __all__ = [
     "FLOOR_SAMPLE_FRACTION",
     "HEAP_BYTES_MAX",
+    "OWN_SETS",
     "REDO_BATCH",
     "fits",
     "floor_fraction",
@@ -75,12 +80,16 @@ __all__ = [
     "usable",
 ]
 
+OWN_SETS = 4
+"""Buffer sets per worker, used in turn by the sweeps: a worker runs up to this many sweeps
+ahead of the main thread's finished blocks (a bf16 block's rescoring outlasts a late
+sweep's few tiles: with two sets the workers waited for it)."""
+
 REDO_BATCH = 256
 """Unproved rows redone together (see :class:`_HeldBlocks`)."""
 
 HEAP_BYTES_MAX = 2**30
-"""Most bytes the buffers may take (:func:`heap_bytes`); a larger search runs the threshold
-scan instead."""
+"""Most bytes the buffers may take (:func:`heap_bytes`); a larger search runs the scan."""
 
 
 FLOOR_SAMPLE_FRACTION = 64
@@ -112,11 +121,11 @@ def heap_bytes(
     kept: int | None = None,
 ) -> int:
     """Bytes of the buffers a search of ``n_queries`` rows for ``k`` neighbours allocates on
-    ``workers`` threads: the shared set for all rows (leave-one-out only) and two sets of
+    ``workers`` threads: the shared set for all rows (leave-one-out only) and OWN_SETS sets of
     one block's rows per worker."""
     widest = max((b - a for a, b in itertools.pairwise(tiles.block_bounds(n_queries, block))),
                  default=0)
-    rows = (n_queries if symmetric else 0) + 2 * max(1, workers) * widest
+    rows = (n_queries if symmetric else 0) + OWN_SETS * max(1, workers) * widest
     return rows * row_bytes(k, kept)
 
 
@@ -254,7 +263,7 @@ def _search(
         shared.reset(floor)
     widest = max(b - a for a, b in itertools.pairwise(q_bounds))
     # per worker, one set for the even sweeps and one for the odd ones
-    own = [[_Buffers(widest, kept) for _ in range(workers)] for _ in range(2)]
+    own = [[_Buffers(widest, kept) for _ in range(workers)] for _ in range(OWN_SETS)]
     n_blocks = len(q_bounds) - 1
 
     def parts(i: int) -> list[tuple[int, list[int], _Buffers, int]]:
@@ -266,7 +275,7 @@ def _search(
             part = [j for j in todo if owner(j, workers) == w]
             if part:
                 mine = shared is not None and w == owner(i, workers)
-                direct, row0 = (shared, q_bounds[i]) if mine else (own[i % 2][w], 0)
+                direct, row0 = (shared, q_bounds[i]) if mine else (own[i % OWN_SETS][w], 0)
                 found.append((w, part, direct, row0))
         return found
 
@@ -277,8 +286,8 @@ def _search(
         for i, sweep in enumerate(sweeps):
             for worker, part, direct, row0 in sweep:
                 if worker == w:
-                    # a per-worker set is reused from sweep i - 2: block i - 2 is read first
-                    progress.wait_finished(i - 1 if direct is not shared else 0)
+                    # a per-worker set is reused from sweep i - OWN_SETS: that block is read first
+                    progress.wait_finished(i - OWN_SETS + 1 if direct is not shared else 0)
                     _sweep_part(q_tiles, g_tiles, q_bounds, g_bounds, i, part, direct, row0,
                                 shared, floor, exclude_self)
             progress.swept(w, i + 1)
