@@ -37,10 +37,11 @@ __all__ = [
 
 BF16_MARGIN_MIN = 16
 """With bf16 products each buffer row keeps ``bf16_kept(k)`` = k + 2 max(16, ceil(k / 3))
-candidates. Redoing a row costs a product with the whole gallery, a candidate more per row
-one dot product per row: on the benchmark data at N = 60,000 (k = 75) keeping k + 25 left
-373 rows to redo and took 9.1 s, k + 37 and k + 50 one row and 7.1 s; at N = 20,000 (k =
-69) k + 23, k + 35 and k + 46 took the same time (performance.md, its command)."""
+candidates. Redoing a row costs a product with the whole gallery, a candidate more only a
+dot product per row: on the benchmark data at N = 60,000 (k = 75) keeping k + 25 left 373
+rows to redo (7.7 s), k + 37 and k + 50 one row (6.6 and 6.8 s); at N = 20,000 (k = 69)
+k + 23, k + 35 and k + 46 took 1.15, 1.10 and 1.08 s (``benchmarks/bench_bf16_kept.py``,
+performance.md)."""
 
 
 def bf16_kept(k: int) -> int:
