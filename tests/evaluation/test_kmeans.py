@@ -14,15 +14,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import daalml.evaluation.kmeans as KM
+import daalml.evaluation.kmeans_bf16 as KB
 from daalml.evaluation.clustering import _kmeans_seeds
 
 
 def both(x: torch.Tensor, seeds: torch.Tensor, niter: int = 20) -> list[int]:
-    """Asserts the bounded and the plain Lloyd agree; returns the bounded one's rows computed."""
+    """Asserts the bounded Lloyd, with and without bf16 proofs, and the plain one agree;
+    returns the bounded one's rows computed (without bf16 proofs)."""
     plain, plain_iters, plain_rows = KM._lloyd(x, seeds, niter, 0, bounded=False)
     fast, fast_iters, rows = KM._lloyd(x, seeds, niter, 0, bounded=True)
     assert torch.equal(fast, plain) and fast_iters == plain_iters
     assert plain_rows == [x.shape[0]] * len(rows)
+    if x.dtype == torch.float32 and KB.heap_kernels.AVAILABLE:
+        proved, proved_iters, _ = KM._lloyd(x, seeds, niter, 0, bounded=True, bf16=True)
+        assert torch.equal(proved, plain) and proved_iters == plain_iters
     return rows
 
 
@@ -244,3 +249,34 @@ def test_cluster_sums_recomputed_in_part_equal_the_full_pass(
             assert torch.equal(incremental.of(labels), full)
     if workers == 1:  # one share: the plain index_add_
         assert torch.equal(full, torch.zeros(n_clusters, 24).index_add_(0, labels, x))
+
+
+def test_bf16_proofs_spare_most_rows_of_the_first_assignments() -> None:
+    x = F.normalize(torch.from_numpy(clustered(3000, 512, 50, 4)), dim=1).contiguous()
+    seeds = _kmeans_seeds(x, 60, 4)
+    rows = KM._lloyd(x, seeds, 20, 0, bounded=True, bf16=True)[2]
+    assert rows[0] < 3000 // 2  # the fp32 GEMM only for the rows bf16 scores leave open
+    assert torch.equal(
+        KM._lloyd(x, seeds, 20, 0, bounded=True, bf16=True)[0], KM._lloyd(x, seeds, 20, 0, False)[0]
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 30), st.integers(0, 2**16), st.booleans())
+def test_top2_kernel_reads_what_the_torch_reductions_read(
+    m: int, n: int, seed: int, ties: bool
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    approx = torch.randn(m, n, generator=gen)
+    if ties:  # repeated values: the first maximum's index, the tie as the second best
+        approx = torch.round(approx * 2) / 2
+    h = torch.randn(n, generator=gen).round()
+    labels = np.empty(m, dtype=np.int64)
+    best, second, widest = (np.empty(m) for _ in range(3))
+    KB._kernel()(approx.numpy(), h.numpy(), labels, best, second, widest)
+    s = approx + h
+    top = s.max(dim=1)
+    assert labels.tolist() == top.indices.tolist() and best.tolist() == top.values.tolist()
+    others = s.scatter(1, top.indices[:, None], -torch.inf).amax(dim=1)
+    assert second.tolist() == others.tolist()
+    assert widest.tolist() == torch.maximum(approx.abs(), s.abs()).amax(dim=1).tolist()

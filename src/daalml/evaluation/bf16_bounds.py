@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["U_BF16", "bf16_error", "bf16_score_bound", "norms_up", "residual_norms"]
+__all__ = ["RESIDUAL_CHUNK", "U_BF16", "bf16_error", "bf16_score_bound", "norms_up", "residual_norms"]
 
 U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest even)
 _U_FP32 = 2.0**-24
@@ -51,6 +51,16 @@ def norms_up(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=1) * (1 + gamma + 4 * _U_FP32)
 
 
+RESIDUAL_CHUNK = 1024
+"""Rows of :func:`residual_norms` taken at a time, so that its temporaries stay in cache
+(25 ms for 20,000 x 512 at once, 3.4 ms by chunks, on the AMD EPYC)."""
+
+
 def residual_norms(x: torch.Tensor, x16: torch.Tensor) -> torch.Tensor:
     """Norms (rounded up) of x - bf16(x), which fp32 holds exactly."""
-    return norms_up(x - x16.float())
+    if x.shape[0] <= RESIDUAL_CHUNK:
+        return norms_up(x - x16.float())
+    return torch.cat([
+        norms_up(x[s : s + RESIDUAL_CHUNK] - x16[s : s + RESIDUAL_CHUNK].float())
+        for s in range(0, x.shape[0], RESIDUAL_CHUNK)
+    ])

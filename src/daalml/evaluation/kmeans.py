@@ -26,7 +26,9 @@ the clusters moved, it is scored against the moved ones alone (their ``s +- E`` 
 it): a few far-moving clusters then no longer fail every point. The rest are re-assigned by
 the full GEMM on their gathered rows, in blocks of at least GEMM_MIN_ROWS rows (padded
 below), which MKL gives each row's bits of the full GEMM (see :func:`_assign_bounds`); their
-``lo`` and ``up`` are ``s_a - E`` and ``s_2 + E`` from those scores. The bounds' own arithmetic
+``lo`` and ``up`` are ``s_a - E`` and ``s_2 + E`` from those scores. Where bf16 matmul is
+fast and most rows are unproved (the first iterations), bf16 scores prove most of them
+first, with bounds widened by the bf16 error (:mod:`daalml.evaluation.kmeans_bf16`). The bounds' own arithmetic
 runs in float64, rounded outward, and a NaN leaves a point unproved. So the labels, and the
 iterations run, are those of the plain loop, which :func:`_lloyd` keeps (``bounded=False``);
 the centroid sums are a full pass's bits (on CPU only the clusters whose rows changed are
@@ -52,6 +54,8 @@ import numpy as np
 import torch
 from faiss.contrib.clustering import reassign_centroids
 
+from daalml.evaluation import kmeans_bf16
+from daalml.evaluation.kmeans_bf16 import BF16_ROWS_FRACTION
 from daalml.evaluation.knn_tiles import GEMM_MIN_ROWS, worker_pool
 
 __all__ = ["ASSIGN_BLOCK", "assign", "lloyd"]
@@ -236,7 +240,11 @@ class _Bounded:
     other cluster ``j``, against the centroids of the last assignment.
     """
 
-    def __init__(self, x: torch.Tensor, pool: ThreadPoolExecutor | None) -> None:
+    def __init__(
+        self, x: torch.Tensor, pool: ThreadPoolExecutor | None, bf16: bool = False
+    ) -> None:
+        """``bf16``: prove labels from bf16 scores first where many rows are unproved
+        (:mod:`daalml.evaluation.kmeans_bf16`)."""
         self.x, self.pool = x, pool
         n, d = x.shape
         terms = (d + 1) * _FP32_UNIT_ROUNDOFF
@@ -249,6 +257,7 @@ class _Bounded:
         self.up = torch.empty(n, dtype=torch.float64)
         self.centroids: torch.Tensor | None = None
         self.neg_half = torch.zeros(0)
+        self.bf16 = kmeans_bf16.Bf16Labels(x, self.norms) if bf16 else None
 
     def assign(self, centroids: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The labels :func:`assign` gives, and how many rows the full GEMM computed."""
@@ -260,6 +269,14 @@ class _Bounded:
             rows = torch.arange(self.x.shape[0])
         else:
             rows = self._unproved(centroids, neg_half, err)
+        if self.bf16 is not None and rows.shape[0] >= BF16_ROWS_FRACTION * self.x.shape[0]:
+            blocks = _assign_bounds(rows.shape[0], _workers(self.pool))
+            proved, labels, lo, up = self.bf16.prove(
+                rows, centroids, neg_half, err, blocks, self.pool
+            )
+            done = rows[proved]
+            self.labels[done], self.lo[done], self.up[done] = labels[proved], lo[proved], up[proved]
+            rows = rows[~proved]
         n_rows = rows.shape[0]
         if n_rows:
             full = n_rows == self.x.shape[0]
@@ -398,15 +415,23 @@ def lloyd(
     returned are the assignment to the final centroids. Also returns the iterations run.
     Where :func:`_bounds_hold`, the assignments skip the rows whose label is proved kept.
     """
-    labels, iters, _ = _lloyd(x, centroids, niter, seed, bounded=_bounds_hold(x))
+    bounded = _bounds_hold(x)
+    bf16 = bounded and kmeans_bf16.applies(x)
+    labels, iters, _ = _lloyd(x, centroids, niter, seed, bounded=bounded, bf16=bf16)
     return labels, iters
 
 
 def _lloyd(
-    x: torch.Tensor, centroids: torch.Tensor, niter: int, seed: int, bounded: bool
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    niter: int,
+    seed: int,
+    bounded: bool,
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, int, list[int]]:
-    """:func:`lloyd` with (``bounded``) or without the skipping; also returns the rows
-    each assignment computed (all N each, without)."""
+    """:func:`lloyd` with (``bounded``) or without the skipping, and with or without the
+    bf16 proofs (``bf16``, bounded only); also returns the rows each assignment's fp32 GEMM
+    computed (all N each, without the skipping)."""
     rs = np.random.RandomState(seed)
     centroids = centroids.clone()
     n_clusters = centroids.shape[0]
@@ -414,7 +439,7 @@ def _lloyd(
     split = 0
     computed: list[int] = []
     with worker_pool(x.device) as (pool, _):
-        bounds = _Bounded(x, pool) if bounded else None
+        bounds = _Bounded(x, pool, bf16) if bounded else None
         cpu_sums = _CpuSums(x, n_clusters, pool) if x.device.type == "cpu" else None
 
         def assign_all(c: torch.Tensor) -> torch.Tensor:
