@@ -13,8 +13,9 @@ chain starting from zero, the blocks' sums added to the entry in turn. On the AM
 192 < d < 384, two halves. Other BLAS builds and CPUs may add in another order: :func:`split`
 finds the blocks by comparing candidate splits with ``torch.mm`` on random data, at this
 process's thread count and on one thread, and gives None where none reproduces it; callers
-then keep the fp32 products. The comparison covers 4,000 entries at two shapes: an order
-that differs (a split, interleaved accumulators, a tree) differs in most entries.
+then keep the fp32 products. The comparison covers 4,000 entries at each of three shapes,
+up to a 1024 x 2048 block like the exact path's: an order that differs (a split,
+interleaved accumulators, a tree) differs in most entries.
 
 The dots run in a compiled numba kernel (fused multiply-add by LLVM's contraction), eight
 candidates at a time so that their chains overlap; it releases the GIL.
@@ -33,7 +34,7 @@ __all__ = ["PROBE_ENTRIES", "Memo", "dots", "split", "symmetric_dots"]
 PROBE_ENTRIES = 4000
 """Entries of ``torch.mm`` that a candidate split must reproduce, at each probed shape."""
 
-_PROBE_SHAPES = ((16, 64), (256, 256))
+_PROBE_SHAPES = ((16, 64), (256, 256), (1024, 2048))
 _LIKELY_BLOCKS = (192, 256, 128, 384, 512, 96, 64, 32, 16, 8)
 
 _splits: dict[tuple[int, int], np.ndarray | None] = {}
