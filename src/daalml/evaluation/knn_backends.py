@@ -12,7 +12,7 @@ Four backends; ``"auto"`` picks ``"exact"``, ``"tiled"`` or ``"tiled-bf16"`` per
 * ``"tiled-bf16"`` (CPU, cosine): the tiled search with bf16 tile products into the
   buffers, whose candidates are rescored in fp32 in the exact path's own order of additions
   (:mod:`daalml.evaluation.gemm_dots`) and certified by the bf16 error bound
-  (:mod:`daalml.evaluation.knn_heaps`). ``"auto"`` picks it instead of ``"tiled"`` on CPU
+  (:mod:`daalml.evaluation.bf16_candidates`). ``"auto"`` picks it instead of ``"tiled"`` on CPU
   tensors where bf16 matmul is at least ``BF16_TILES_MIN_SPEEDUP`` x faster than fp32 and
   :func:`daalml.evaluation.gemm_dots.split` found the GEMM's order for the dimension;
   asked for elsewhere it runs as ``"tiled"`` (fp32 tiles), as for Euclidean distance.
@@ -90,9 +90,10 @@ longer chooses bf16, see :func:`resolve_backend`.)"""
 
 BF16_TILES_MIN_SPEEDUP = 1.5
 """``"auto"`` multiplies the tiled search's tiles in bf16 (``"tiled-bf16"``) from this
-bf16/fp32 matmul speedup on: at N = 20,000, d = 512 on the AMD EPYC (probe 2.0-2.1x) the
-bf16 search took 2.2 CPU s against 2.8 for fp32 tiles, of which the bf16 tiles 1.1 (fp32:
-2.3) and the rescoring and certificates about 0.55, so it breaks even near 1.3x."""
+bf16/fp32 matmul speedup on. At N = 20,000, d = 512 on the AMD EPYC (probe 2.05-2.08x) the
+bf16 tiles took 1.03 CPU s and the rest of the search 0.96, where fp32 tiles take 2.26 and
+the rest 0.51 (performance.md's stage tables, eighth session and capped to AVX2): the
+bf16 tiles' saving covers the rescoring down to a speedup of about 1.4x."""
 
 MARGIN_MIN = 16
 """Candidates beyond k: ``max(MARGIN_MIN, k // 4)``, times the current widening factor."""
@@ -276,8 +277,8 @@ def _iter_knn(
         backend, query.device, n_q * n_g, n_gallery=n_g, k=k, symmetric=exclude_self,
         dim=query.shape[1],
     )
-    if chosen == "tiled-bf16" and not bf16_tiles_apply(query.device, query.shape[1]):
-        chosen = "tiled"
+    if chosen == "tiled-bf16" and backend != "auto":  # asked for: only where it applies
+        chosen = "tiled-bf16" if bf16_tiles_apply(query.device, query.shape[1]) else "tiled"
     kept = None
     if chosen == "tiled-bf16":
         kept = bf16_candidates.bf16_plan(query, gallery, k, exclude_self)
