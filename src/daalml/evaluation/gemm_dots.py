@@ -10,7 +10,7 @@ MKL's sgemm (torch's CPU matmul) forms each entry of a product of a few or more 
 chain of fused multiply-adds over consecutive blocks of the inner dimension, each block's
 chain starting from zero, the blocks' sums added to the entry in turn. On the AMD EPYC
 (Zen 4) of 2026-12-07 the blocks are 192 long (d = 512: 0-192, 192-384, 384-512) and, for
-192 < d < 384, two halves. Other BLAS builds and CPUs may add in another order: :func:`split`
+192 < d < 384, d // 2 long. Other BLAS builds and CPUs may add in another order: :func:`split`
 finds the blocks by comparing candidate splits with ``torch.mm`` on random data, at this
 process's thread count and on one thread, and gives None where none reproduces it; callers
 then keep the fp32 products. The comparison covers 4,000 entries at each of three shapes,
@@ -47,8 +47,9 @@ def split(dim: int) -> np.ndarray | None:
     """The block bounds (0, ..., dim) by which this process's fp32 GEMM adds an inner
     dimension of ``dim``, or None where no split of the family tried reproduces its bits.
 
-    Probed once per process and dimension (and torch thread count): a few milliseconds,
-    plus numba's compilation of the kernel on its first use (cached on disk)."""
+    Probed once per process and dimension (and torch thread count): three GEMMs and the
+    candidate splits' dots, plus numba's loading of the kernel (compiled once, cached on
+    disk); about a second in all at d = 512 on the AMD EPYC."""
     key = (dim, torch.get_num_threads())
     with _LOCK:
         if key not in _splits:

@@ -272,7 +272,8 @@ class _Bounded:
         if self.bf16 is not None and rows.shape[0] >= BF16_ROWS_FRACTION * self.x.shape[0]:
             blocks = _assign_bounds(rows.shape[0], _workers(self.pool))
             proved, labels, lo, up = self.bf16.prove(
-                rows, centroids, neg_half, err, blocks, self.pool
+                rows, centroids, neg_half, err, blocks,
+                lambda fn, count: _run_blocks(fn, count, self.pool),
             )
             done = rows[proved]
             self.labels[done], self.lo[done], self.up[done] = labels[proved], lo[proved], up[proved]

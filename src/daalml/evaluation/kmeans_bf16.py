@@ -2,8 +2,8 @@
 
 In the first iterations of the bounded Lloyd loop (:mod:`daalml.evaluation.kmeans`) the
 centroids move far and the drift bounds prove no point, so every point went through the
-fp32 assignment GEMM. A bf16 GEMM of the same rows (about 2.8x faster at 400 clusters on
-the AMD EPYC with AVX512-BF16; its error bounded rigorously by
+fp32 assignment GEMM. A bf16 GEMM of the same rows (2.2x faster at 400 clusters on the
+AMD EPYC with AVX512-BF16, performance.md's micro-figures; its error bounded rigorously by
 :mod:`daalml.evaluation.bf16_bounds`) proves most of them instead: with ``s_j`` a point's
 bf16 score of cluster j plus ``h_j``, the real score ``t_j = h_j + x.c_j`` lies within
 ``slack`` of ``s_j``, so ``lo = s_a - slack`` and ``up = s_2 + slack`` (``a`` the first
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -67,11 +66,12 @@ class Bf16Labels:
         neg_half: torch.Tensor,
         err: torch.Tensor,
         blocks: list[int],
-        pool: ThreadPoolExecutor | None,
+        run_blocks: Callable[[Callable[[int], None], int], object],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """For the points ``rows``: which are proved, their labels, ``lo`` and ``up``
         (float64; meaningful where proved). ``err``: each row's fp32 GEMM rounding bound;
-        ``blocks``: bounds of the row blocks shared among ``pool``'s workers."""
+        ``blocks``: bounds of the row blocks, which ``run_blocks(fn, count)`` runs (the
+        loop's workers)."""
         c16 = centroids.bfloat16()
         c_norm = float(norms_up(centroids).double().max())
         c_res = float(residual_norms(centroids, c16).double().max())
@@ -88,8 +88,7 @@ class Bf16Labels:
             approx = (picked @ c16.T).float()
             _kernel()(approx.numpy(), h, labels[lo:hi], best[lo:hi], second[lo:hi], widest[lo:hi])
 
-        blocks_done = range(len(blocks) - 1)
-        list(map(block, blocks_done) if pool is None else pool.map(block, blocks_done))
+        run_blocks(block, len(blocks) - 1)
         slack = _outward(e + torch.from_numpy(widest) * _relative_slack(), 1)
         lo = _outward(torch.from_numpy(best) - slack, -1)
         up = _outward(torch.from_numpy(second) + slack, 1)
