@@ -327,3 +327,20 @@ def test_iter_blocks_with_every_entry_a_candidate_equals_exact(
                 assert sum(redone) <= len(q) // 20
             assert built and set(built) == {factor * (k + 1)}
             built.clear()
+
+
+@SETTINGS
+@given(
+    st.integers(1, 20),
+    st.integers(1, 40),
+    st.integers(1, 12),
+    st.integers(0, 2**16),
+)
+def test_kth_largest_is_topks_last(m: int, n: int, rank: int, seed: int) -> None:
+    rank = min(rank, n)
+    gen = torch.Generator().manual_seed(seed)
+    sim = torch.randint(-3, 4, (m, n), generator=gen).float()  # ties everywhere
+    sim[torch.rand(m, n, generator=gen) < 0.1] = float("-inf")  # masked own columns
+    sim[torch.rand(m, n, generator=gen) < 0.1] = -0.0
+    expected = torch.topk(sim, rank, dim=1).values[:, -1]
+    assert torch.equal(torch.from_numpy(HK.kth_largest(sim.numpy(), rank)), expected)

@@ -70,7 +70,9 @@ def test_bounded_lloyd_with_duplicates_and_exact_ties() -> None:
     both(x, seeds)
 
 
-def test_bounded_lloyd_splits_empty_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+def split_case(monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Five separated blobs, three seeds far from every point (their clusters empty, so
+    split), and the list the spied ``reassign_centroids`` appends its split counts to."""
     splits: list[int] = []
     split = KM.reassign_centroids
 
@@ -82,6 +84,11 @@ def test_bounded_lloyd_splits_empty_clusters(monkeypatch: pytest.MonkeyPatch) ->
     gen = torch.Generator().manual_seed(1)
     x = torch.cat([torch.randn(300, 8, generator=gen) + 4 * i for i in range(5)])
     seeds = torch.cat([x[[0, 300, 600]], torch.full((3, 8), 100.0)])  # three get no point
+    return x, seeds, splits
+
+
+def test_bounded_lloyd_splits_empty_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, seeds, splits = split_case(monkeypatch)
     rows = both(x, seeds)
     assert sum(splits) >= 3 and min(rows) < x.shape[0]
 
@@ -130,10 +137,11 @@ def test_bounded_lloyd_with_two_workers() -> None:
     k=st.integers(2, 12),
     grid=st.booleans(),
     offset=st.sampled_from([0.0, 1.0, 30.0]),
+    copies=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_bounded_lloyd_equals_plain(
-    n: int, dim: int, k: int, grid: bool, offset: float, seed: int
+    n: int, dim: int, k: int, grid: bool, offset: float, copies: bool, seed: int
 ) -> None:
     gen = torch.Generator().manual_seed(seed)
     if grid:  # few distinct values: duplicates and ties
@@ -142,7 +150,27 @@ def test_bounded_lloyd_equals_plain(
         centres = 2 * torch.randn(k, dim, generator=gen)
         x = centres[torch.randint(0, k, (n,), generator=gen)] + torch.randn(n, dim, generator=gen)
     x = (x + offset).contiguous()
-    both(x, x[torch.randperm(n, generator=gen)[:k]].clone())
+    seeds = x[torch.randperm(n, generator=gen)[:k]].clone()
+    if not copies:
+        seeds = seeds + 0.5 * torch.randn(seeds.shape, generator=gen)
+    both(x, seeds)
+
+
+def test_gathered_rows_of_odd_dimensions_keep_their_bits() -> None:
+    # d = 13: rows 52 bytes apart. Row 90 gathered alone into a new tensor got other bits
+    # than in place (a one-ulp tie between clusters 3 and 4 went the other way), so the
+    # bounded loop's labels differed from the plain loop's until the rows were aligned.
+    gen = torch.Generator().manual_seed(6599)
+    x = (torch.randint(-2, 3, (128, 13), generator=gen).float() + 30.0).contiguous()
+    seeds = x[torch.randperm(128, generator=gen)[:6]].clone()
+    both(x, seeds + 0.5 * torch.randn(seeds.shape, generator=gen))
+    aligned = KM._aligned_rows(x)
+    assert aligned.stride(0) % KM.ROW_ALIGNMENT == 0 and torch.equal(aligned, x)
+    rows = torch.tensor([90, 3, 90])
+    picked = KM._gather(aligned, rows)
+    assert picked.stride(0) == aligned.stride(0) and torch.equal(picked, x[rows])
+    x16 = torch.randn(40, 16)
+    assert KM._aligned_rows(x16) is x16 and KM._aligned_rows(x16[1:]) is not x16
 
 
 def test_reduced_precision_matmuls_use_the_plain_loop() -> None:

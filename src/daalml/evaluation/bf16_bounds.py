@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from daalml.evaluation.rounding import U_FP32, gamma
+
 __all__ = ["RESIDUAL_CHUNK", "U_BF16", "bf16_error", "bf16_score_bound", "norms_up", "residual_norms"]
 
 U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest even)
-_U_FP32 = 2.0**-24
 
 
 def bf16_score_bound(b: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
@@ -38,17 +39,16 @@ def bf16_error(
     ``g_norm``, ``g_res`` (gallery maxima) must already be rounded up; 1e-6 covers
     flushed subnormals.
     """
-    gamma = dim * _U_FP32 / (1 - dim * _U_FP32)
+    g_d = gamma(dim)
     q16_norm, g16_norm = q_norm + q_res, g_norm + g_res
     rounding = q16_norm * g_res + q_res * g16_norm + q_res * g_res
-    summing = gamma * (q16_norm * g16_norm + q_norm * g_norm)
+    summing = g_d * (q16_norm * g16_norm + q_norm * g_norm)
     return rounding + summing + 1e-6
 
 
 def norms_up(x: torch.Tensor) -> torch.Tensor:
     """Row L2 norms rounded up past fp32 summation error (relative <= g_d / 2 + 2^-23)."""
-    gamma = x.shape[1] * _U_FP32 / (1 - x.shape[1] * _U_FP32)
-    return torch.linalg.vector_norm(x, dim=1) * (1 + gamma + 4 * _U_FP32)
+    return torch.linalg.vector_norm(x, dim=1) * (1 + gamma(x.shape[1]) + 4 * U_FP32)
 
 
 RESIDUAL_CHUNK = 1024

@@ -16,6 +16,7 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 
 from daalml.evaluation import kmeans as _kmeans
+from daalml.evaluation.kmeans_neighbours import NeighbourLists
 
 DEFAULT_KMEANS_NITER = 20
 """Upper bound on k-means iterations for NMI, as PML's; faiss stops earlier once the objective
@@ -59,7 +60,7 @@ def _nmi(embeddings: torch.Tensor, labels: torch.Tensor, seed: int, niter: int) 
 
 def nmi_later(
     embeddings: torch.Tensor, labels: torch.Tensor, seed: int, niter: int
-) -> Callable[[], float]:
+) -> Callable[..., float]:
     """Start :func:`_nmi`'s seeding in a background thread; return the call that finishes it.
 
     The seeding runs on one thread (``KMEANS_SEED_THREADS``) and needs nothing of the
@@ -73,14 +74,20 @@ def nmi_later(
     """
     y = labels.cpu().numpy()
     n_clusters = len(np.unique(y))
-    sample = _seed_sample(embeddings, n_clusters, seed)
+    sample, picked = _seed_sample(embeddings, n_clusters, seed)
     pool = ThreadPoolExecutor(1, thread_name_prefix="daalml-kmeans-seeding")
     seeds = pool.submit(_seeds_of, sample, n_clusters, seed)
     pool.shutdown(wait=False)  # the thread ends with the seeding
 
-    def finish() -> float:
-        centroids = torch.from_numpy(seeds.result()).to(embeddings.device)
-        assign, _ = _kmeans.lloyd(embeddings, centroids, niter, seed)
+    def finish(neighbours: NeighbourLists | None = None) -> float:
+        """The NMI; ``neighbours``: an exact leave-one-out search of ``embeddings``, which
+        proves most of Lloyd's labels without a GEMM (:mod:`daalml.evaluation.kmeans_neighbours`)."""
+        found = seeds.result()
+        centroids = torch.from_numpy(found).to(embeddings.device)
+        seed_rows = None if neighbours is None else _seed_rows(found, sample, picked)
+        assign, _ = _kmeans.lloyd(
+            embeddings, centroids, niter, seed, neighbours=neighbours, seed_rows=seed_rows
+        )
         return float(normalized_mutual_info_score(y, assign.cpu().numpy()))
 
     return finish
@@ -88,23 +95,41 @@ def nmi_later(
 
 def _kmeans_seeds(x: torch.Tensor, n_clusters: int, seed: int) -> torch.Tensor:
     """k-means++ centroids (faiss) from a seeded subsample, on ``x``'s device."""
-    seeds = _seeds_of(_seed_sample(x, n_clusters, seed), n_clusters, seed)
+    seeds = _seeds_of(_seed_sample(x, n_clusters, seed)[0], n_clusters, seed)
     return torch.from_numpy(seeds).to(x.device)
 
 
-def _seed_sample(x: torch.Tensor, n_clusters: int, seed: int) -> np.ndarray:
-    """The seeded subsample the seeding runs on, as contiguous fp32 on the host."""
+def _seed_sample(x: torch.Tensor, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded subsample the seeding runs on, as contiguous fp32 on the host, and the
+    rows of ``x`` it holds."""
     n_sample = max(
         KMEANS_SEED_POINTS_PER_CLUSTER * n_clusters,
         min(KMEANS_SEED_MIN_POINTS, KMEANS_SEED_POINT_CLUSTERS // n_clusters),
     )
     rng = np.random.default_rng(seed)
     if n_sample >= x.shape[0]:
+        pick = np.arange(x.shape[0])
         sample = x.cpu().numpy()
     else:
         pick = np.sort(rng.choice(x.shape[0], n_sample, replace=False))
         sample = x[torch.from_numpy(pick).to(x.device)].cpu().numpy()
-    return np.ascontiguousarray(sample, dtype=np.float32)
+    return np.ascontiguousarray(sample, dtype=np.float32), pick
+
+
+def _seed_rows(seeds: np.ndarray, sample: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    """The row of the embeddings each seed copies (k-means++ seeds are sample points), -1
+    where none is equal to it, bit for bit."""
+    by_head: dict[bytes, list[int]] = {}
+    head = min(4, sample.shape[1])
+    for i, row in enumerate(sample[:, :head]):
+        by_head.setdefault(row.tobytes(), []).append(i)
+    rows = np.full(seeds.shape[0], -1, dtype=np.int64)
+    for j, centroid in enumerate(seeds):
+        for i in by_head.get(centroid[:head].tobytes(), []):
+            if np.array_equal(sample[i].view(np.int32), centroid.view(np.int32)):
+                rows[j] = picked[i]
+                break
+    return rows
 
 
 def _seeds_of(sample: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:

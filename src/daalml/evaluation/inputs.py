@@ -44,7 +44,7 @@ def _as_labels(y: ArrayLike, n: int | None, name: str, device: torch.device) -> 
         raise DaalmlError(f"{name}: dtype {t.dtype} is not an integer type")
     if n is not None and t.shape[0] != n:
         raise DaalmlError(f"{name}: {t.shape[0]} labels for {n} embeddings")
-    return t.to(device=device, dtype=torch.int64)
+    return t.to(device=device, dtype=torch.int64).contiguous()  # searchsorted warns otherwise
 
 
 def _check_ks(ks: Sequence[int]) -> list[int]:

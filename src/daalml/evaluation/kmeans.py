@@ -28,12 +28,17 @@ the full GEMM on their gathered rows, in blocks of at least GEMM_MIN_ROWS rows (
 below), which MKL gives each row's bits of the full GEMM (see :func:`_assign_bounds`); their
 ``lo`` and ``up`` are ``s_a - E`` and ``s_2 + E`` from those scores. Where bf16 matmul is
 fast and most rows are unproved (the first iterations), bf16 scores prove most of them
-first, with bounds widened by the bf16 error (:mod:`daalml.evaluation.kmeans_bf16`). The bounds' own arithmetic
+first, with bounds widened by the bf16 error (:mod:`daalml.evaluation.kmeans_bf16`); before
+either, given the exact leave-one-out neighbour lists of retrieval_metrics' search, those lists
+prove most labels with no GEMM at all (:mod:`daalml.evaluation.kmeans_neighbours`: every
+centroid is a mean of known points). The bounds' own arithmetic
 runs in float64, rounded outward, and a NaN leaves a point unproved. So the labels, and the
 iterations run, are those of the plain loop, which :func:`_lloyd` keeps (``bounded=False``);
 the centroid sums are a full pass's bits (on CPU only the clusters whose rows changed are
 recomputed, from those rows in index order: :class:`_CpuSums`), so the centroids are
-too. On the clustered benchmark data (d = 512, 400 or 1200 clusters) the full GEMM
+too. Each row starts on a 64-byte boundary (:func:`_aligned_rows`): where d is not a
+multiple of 4, MKL's bits for a row depend on its address modulo 64 bytes. On the
+clustered benchmark data (d = 512, 400 or 1200 clusters), without the lists, the full GEMM
 re-assigns every point in the first three assignments, then few (tests/evaluation/
 test_kmeans.py checks that most are skipped). A GPU (cuBLAS
 picks its kernels, so the bits, by the GEMM's shape), other dtypes and reduced-precision
@@ -56,14 +61,15 @@ from faiss.contrib.clustering import reassign_centroids
 
 from daalml.evaluation import kmeans_bf16
 from daalml.evaluation.kmeans_bf16 import BF16_ROWS_FRACTION
+from daalml.evaluation.kmeans_neighbours import Makeup, NeighbourLabels, NeighbourLists
 from daalml.evaluation.knn_tiles import GEMM_MIN_ROWS, worker_pool
+from daalml.evaluation.rounding import U_FP32, gamma
 
 __all__ = ["ASSIGN_BLOCK", "assign", "lloyd"]
 
 ASSIGN_BLOCK = 4096
 """Points per assignment GEMM: a 4096 x clusters score block (20 MB at 1200 clusters)."""
 
-_FP32_UNIT_ROUNDOFF = 2.0**-24
 _T = TypeVar("_T")
 
 
@@ -112,6 +118,39 @@ def _assign(
 
     _run_blocks(block, len(bounds) - 1, pool)
     return out, top2
+
+
+ROW_ALIGNMENT = 16
+"""fp32 values (64 bytes) every row of Lloyd's points starts on a multiple of. MKL gives a
+row the same bits in any block of 16 rows or more only where the rows share their address
+modulo 64 bytes: at d = 5, 13, 50 or 511, rows gathered into a new tensor got other bits
+than the same rows in place, one time in a few; no d that is a multiple of 4 did (checked
+from 1 to 513 dimensions, natively and capped to AVX2)."""
+
+
+def _aligned_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself where every row starts a multiple of 64 bytes from an aligned start (d a
+    multiple of 16), else a copy whose rows do (a view of a buffer of padded rows)."""
+    if x.device.type != "cpu" or x.dim() != 2:
+        return x
+    aligned = x.data_ptr() % (4 * ROW_ALIGNMENT) == 0
+    if x.stride(1) == 1 and x.stride(0) % ROW_ALIGNMENT == 0 and aligned:
+        return x
+    n, d = x.shape
+    width = -(-d // ROW_ALIGNMENT) * ROW_ALIGNMENT
+    buffer = torch.empty((n, width), dtype=x.dtype)  # torch aligns CPU buffers to 64 bytes
+    buffer[:, :d] = x
+    return buffer[:, :d]
+
+
+def _gather(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x[rows]`` with the row layout of ``x`` (its padded rows, see :func:`_aligned_rows`),
+    so that each row keeps its bits in the GEMM."""
+    n, d = x.shape
+    width = x.stride(0)
+    if width == d:
+        return x[rows]
+    return x.as_strided((n, width), (width, 1))[rows][:, :d]
 
 
 def _workers(pool: ThreadPoolExecutor | None) -> int:
@@ -241,14 +280,18 @@ class _Bounded:
     """
 
     def __init__(
-        self, x: torch.Tensor, pool: ThreadPoolExecutor | None, bf16: bool = False
+        self,
+        x: torch.Tensor,
+        pool: ThreadPoolExecutor | None,
+        bf16: bool = False,
+        neighbours: NeighbourLists | None = None,
     ) -> None:
         """``bf16``: prove labels from bf16 scores first where many rows are unproved
-        (:mod:`daalml.evaluation.kmeans_bf16`)."""
+        (:mod:`daalml.evaluation.kmeans_bf16`); ``neighbours``: prove them from the
+        search's lists before any GEMM (:mod:`daalml.evaluation.kmeans_neighbours`)."""
         self.x, self.pool = x, pool
         n, d = x.shape
-        terms = (d + 1) * _FP32_UNIT_ROUNDOFF
-        self.gamma = terms / (1 - terms)
+        self.gamma = gamma(d + 1)
         self.underflow = (d + 1) * 2.0**-148  # products below fp32's normal range
         self.slack = (d + 8) * 2.0**-52  # the float64 rounding of the bounds' own arithmetic
         self.norms = self._up(_row_norms(x))
@@ -258,17 +301,21 @@ class _Bounded:
         self.centroids: torch.Tensor | None = None
         self.neg_half = torch.zeros(0)
         self.bf16 = kmeans_bf16.Bf16Labels(x, self.norms) if bf16 else None
+        self.lists = None if neighbours is None else NeighbourLabels(x, self.norms, neighbours)
 
-    def assign(self, centroids: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The labels :func:`assign` gives, and how many rows the full GEMM computed."""
+    def assign(
+        self, centroids: torch.Tensor, makeup: Makeup | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """The labels :func:`assign` gives, and how many rows the full GEMM computed.
+        ``makeup``: what the centroids average, for the neighbour lists' proofs."""
         if centroids.shape[0] == 1:  # argmax over one column
             return self.labels.clone(), 0
         neg_half = _neg_half(centroids)
         err = self._error(centroids, neg_half)
         if self.centroids is None:
-            rows = torch.arange(self.x.shape[0])
+            rows = self._by_neighbours(torch.arange(self.x.shape[0]), centroids, neg_half, err, makeup)
         else:
-            rows = self._unproved(centroids, neg_half, err)
+            rows = self._unproved(centroids, neg_half, err, makeup)
         if self.bf16 is not None and rows.shape[0] >= BF16_ROWS_FRACTION * self.x.shape[0]:
             blocks = _assign_bounds(rows.shape[0], _workers(self.pool))
             proved, labels, lo, up = self.bf16.prove(
@@ -280,10 +327,11 @@ class _Bounded:
             rows = rows[~proved]
         n_rows = rows.shape[0]
         if n_rows:
-            full = n_rows == self.x.shape[0]
-            picked = self.x if full else self.x[rows]
-            if n_rows < GEMM_MIN_ROWS:  # padded: MKL's bits per row hold from 16 rows
-                picked = torch.cat([picked, picked[-1:].expand(GEMM_MIN_ROWS - n_rows, -1)])
+            picked = self.x
+            if n_rows < self.x.shape[0]:
+                # padded: MKL's bits per row hold from 16 rows
+                padding = rows[-1:].expand(max(0, GEMM_MIN_ROWS - n_rows))
+                picked = _gather(self.x, torch.cat([rows, padding]))
             labels, top2 = _assign(picked, centroids, neg_half, self.pool, with_top2=True)
             assert top2 is not None
             self.labels[rows] = labels[:n_rows]
@@ -292,13 +340,39 @@ class _Bounded:
         self.centroids, self.neg_half = centroids.clone(), neg_half
         return self.labels.clone(), n_rows
 
+    def _by_neighbours(
+        self,
+        rows: torch.Tensor,
+        centroids: torch.Tensor,
+        neg_half: torch.Tensor,
+        err: torch.Tensor,
+        makeup: Makeup | None,
+    ) -> torch.Tensor:
+        """Proves what the neighbour lists can of ``rows`` (their labels and bounds set);
+        returns the rest."""
+        if self.lists is None or makeup is None or rows.shape[0] == 0:
+            return rows
+        blocks = _assign_bounds(rows.shape[0], _workers(self.pool))
+        proved, labels, lo, up = self.lists.prove(
+            rows, centroids, neg_half, err, makeup, blocks,
+            lambda fn, count: _run_blocks(fn, count, self.pool),
+        )
+        done = rows[proved]
+        self.labels[done], self.lo[done], self.up[done] = labels[proved], lo[proved], up[proved]
+        return rows[~proved]
+
     def _unproved(
-        self, centroids: torch.Tensor, neg_half: torch.Tensor, err: torch.Tensor
+        self,
+        centroids: torch.Tensor,
+        neg_half: torch.Tensor,
+        err: torch.Tensor,
+        makeup: Makeup | None = None,
     ) -> torch.Tensor:
         """Moves the bounds to ``centroids``; returns the rows they leave unproved.
 
         ``t_j`` moves by ``x.(c'_j - c_j) + (h'_j - h_j)``: at most ``|x| delta_j + eta_j``,
-        exactly 0 where ``c_j`` did not move. A row is proved where ``lo > up + 2 E``."""
+        exactly 0 where ``c_j`` did not move. A row is proved where ``lo > up + 2 E``, or
+        by the neighbour lists (given ``makeup``)."""
         assert self.centroids is not None
         delta = self._up(_norms(centroids.double() - self.centroids.double()))
         eta = self._up((neg_half.double() - self.neg_half.double()).abs())
@@ -307,6 +381,7 @@ class _Bounded:
         other = self.norms * _largest_other(delta, lab) + _largest_other(eta, lab)
         up_before, self.up = self.up, self._up(self.up + self._up(other))
         rows = torch.nonzero(~(self.lo > self._up(self.up + 2 * err))).squeeze(1)
+        rows = self._by_neighbours(rows, centroids, neg_half, err, makeup)
         if rows.shape[0] == 0:
             return rows
         moved = torch.nonzero(~((delta == 0) & (eta == 0))).squeeze(1)
@@ -394,10 +469,8 @@ def _row_norms(x: torch.Tensor) -> torch.Tensor:
     order, the ``2^-149`` the squares lost below fp32's range (a wider accumulator only errs
     less)."""
     d = x.shape[1]
-    u = _FP32_UNIT_ROUNDOFF
-    gamma = (d + 1) * u / (1 - (d + 1) * u)
-    n = torch.linalg.vector_norm(x, dim=1).double() / (1 - u)
-    return torch.sqrt((n * n + d * 2.0**-149) / (1 - gamma))
+    n = torch.linalg.vector_norm(x, dim=1).double() / (1 - U_FP32)
+    return torch.sqrt((n * n + d * 2.0**-149) / (1 - gamma(d + 1)))
 
 
 def _largest_other(v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -407,18 +480,30 @@ def _largest_other(v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def lloyd(
-    x: torch.Tensor, centroids: torch.Tensor, niter: int, seed: int
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    niter: int,
+    seed: int,
+    *,
+    neighbours: NeighbourLists | None = None,
+    seed_rows: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Cluster labels after at most ``niter`` Lloyd iterations from ``centroids``.
 
     As faiss's k-means: each iteration assigns, then moves every centroid to its points'
     mean and splits a large cluster for each empty one (seeded by ``seed``); the labels
     returned are the assignment to the final centroids. Also returns the iterations run.
-    Where :func:`_bounds_hold`, the assignments skip the rows whose label is proved kept.
+    Where :func:`_bounds_hold`, the assignments skip the rows whose label is proved kept,
+    and with ``neighbours`` (an exact leave-one-out search of ``x``) those the lists prove
+    (:mod:`daalml.evaluation.kmeans_neighbours`; ``seed_rows``: the point each initial
+    centroid copies, -1 for none, so that the first assignment has them too).
     """
     bounded = _bounds_hold(x)
     bf16 = bounded and kmeans_bf16.applies(x)
-    labels, iters, _ = _lloyd(x, centroids, niter, seed, bounded=bounded, bf16=bf16)
+    labels, iters, _ = _lloyd(
+        x, centroids, niter, seed, bounded=bounded, bf16=bf16,
+        neighbours=neighbours if bounded else None, seed_rows=seed_rows,
+    )
     return labels, iters
 
 
@@ -429,25 +514,31 @@ def _lloyd(
     seed: int,
     bounded: bool,
     bf16: bool = False,
+    neighbours: NeighbourLists | None = None,
+    seed_rows: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, int, list[int]]:
     """:func:`lloyd` with (``bounded``) or without the skipping, and with or without the
-    bf16 proofs (``bf16``, bounded only); also returns the rows each assignment's fp32 GEMM
-    computed (all N each, without the skipping)."""
+    bf16 and the neighbour lists' proofs (bounded only); also returns the rows each
+    assignment's fp32 GEMM computed (all N each, without the skipping)."""
     rs = np.random.RandomState(seed)
+    x = _aligned_rows(x)
     centroids = centroids.clone()
     n_clusters = centroids.shape[0]
     previous: torch.Tensor | None = None
     split = 0
     computed: list[int] = []
     with worker_pool(x.device) as (pool, _):
-        bounds = _Bounded(x, pool, bf16) if bounded else None
+        bounds = _Bounded(x, pool, bf16, neighbours) if bounded else None
         cpu_sums = _CpuSums(x, n_clusters, pool) if x.device.type == "cpu" else None
+        makeup = None
+        if bounds is not None and bounds.lists is not None and seed_rows is not None:
+            makeup = Makeup.seeds(seed_rows, x.shape[0])
 
         def assign_all(c: torch.Tensor) -> torch.Tensor:
             if bounds is None:
                 computed.append(x.shape[0])
                 return assign(x, c, pool)
-            labels, n_rows = bounds.assign(c)
+            labels, n_rows = bounds.assign(c, makeup)
             computed.append(n_rows)
             return labels
 
@@ -458,6 +549,13 @@ def _lloyd(
             counts = torch.bincount(labels, minlength=n_clusters)
             sums = _sums(x, labels, n_clusters, pool) if cpu_sums is None else cpu_sums.of(labels)
             centroids = sums / counts.clamp(min=1)[:, None].to(x.dtype)
+            empty = bool((counts == 0).any())
+            before = centroids.clone() if empty else centroids
             split = reassign_centroids(counts.cpu().numpy(), centroids, rs)
+            if bounds is not None and bounds.lists is not None and cpu_sums is not None:
+                parts = len(cpu_sums.bounds) - 1
+                makeup = Makeup.means(labels, counts, centroids, bounds.lists.x_max, parts)
+                if empty:
+                    makeup = makeup.unknown((centroids != before).any(dim=1).numpy())
             previous = labels
         return assign_all(centroids), niter, computed

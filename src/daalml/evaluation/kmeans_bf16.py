@@ -26,6 +26,7 @@ import torch
 
 from daalml.evaluation import heap_kernels, knn_backends
 from daalml.evaluation.bf16_bounds import U_BF16, bf16_error, norms_up, residual_norms
+from daalml.evaluation.rounding import U_FP32
 
 __all__ = ["BF16_ROWS_FRACTION", "Bf16Labels", "applies"]
 
@@ -33,7 +34,6 @@ BF16_ROWS_FRACTION = 0.25
 """An assignment tries the bf16 proof when at least this share of the points is unproved
 (the first iterations: all of them); later, a few hundred rows go to the fp32 GEMM directly."""
 
-_U_FP32 = 2.0**-24
 _COMPILING = threading.Lock()
 _compiled: dict[str, Callable] = {}
 
@@ -99,7 +99,7 @@ class Bf16Labels:
 def _relative_slack() -> float:
     """|t_j - s_j| <= e + this x max(|a_j|, |s_j|): the bf16 rounding of the product
     (u |a| / (1 - u)) and the fp32 addition of h (2^-24 |s| / (1 - 2^-24))."""
-    return U_BF16 / (1 - U_BF16) + 2 * _U_FP32
+    return U_BF16 / (1 - U_BF16) + 2 * U_FP32
 
 
 def _outward(v: torch.Tensor, direction: int) -> torch.Tensor:

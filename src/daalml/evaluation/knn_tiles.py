@@ -36,6 +36,8 @@ from functools import partial
 
 import torch
 
+from daalml.evaluation import heap_kernels
+
 __all__ = [
     "CPU_BLOCK",
     "CUDA_BLOCK",
@@ -259,6 +261,9 @@ def _thresholds(
         pos = torch.searchsorted(index, rows).clamp(max=index.shape[0] - 1)
         own = index[pos] == rows
         sim[torch.nonzero(own).squeeze(1), pos[own]] = float("-inf")
+    if sim.device.type == "cpu" and heap_kernels.AVAILABLE:
+        kth = heap_kernels.kth_largest(sim.float().contiguous().numpy(), rank)  # bf16: exact
+        return torch.from_numpy(kth).to(sim.dtype)
     return torch.topk(sim, rank, dim=1).values[:, -1]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from daalml.errors import DaalmlError
+from daalml.evaluation import kmeans_neighbours
 from daalml.evaluation.clustering import DEFAULT_KMEANS_NITER, nmi_later
 from daalml.evaluation.inputs import (
     ArrayLike,
@@ -96,13 +97,16 @@ def _evaluate(
     ks: list[int],
     search: _Search,
     r_per_query: torch.Tensor,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Rank metrics of queries ``q`` against ``g`` (the same set for leave-one-out), and
-    the count of queries without a relevant item (and per category, if any)."""
+) -> tuple[dict[str, float], dict[str, Any], kmeans_neighbours.NeighbourLists | None]:
+    """Rank metrics of queries ``q`` against ``g`` (the same set for leave-one-out), the
+    count of queries without a relevant item (and per category, if any), and the search's
+    neighbour lists where the NMI's k-means can use them
+    (:mod:`daalml.evaluation.kmeans_neighbours`: our exact cosine search, leave-one-out)."""
     exclude_self = search.leave_one_out
     rule = search.rule
     extra = 0 if rule is None else rule.extra(exclude_self)
     k_search = min(k + extra, g.shape[0] - int(exclude_self))
+    lists = None
     with torch.no_grad():
         if search.knn is None:
             blocks = iter_knn(
@@ -114,6 +118,8 @@ def _evaluate(
                 backend=search.backend,
                 distance=search.distance,
             )
+            if exclude_self and search.distance == "cosine" and kmeans_neighbours.keeps(q, k_search):
+                blocks, lists = kmeans_neighbours.collect(blocks, q.shape[0], k_search)
         else:
             blocks = _external_knn(search.knn, q, g, k_search, exclude_self)
         if rule is not None:
@@ -123,7 +129,7 @@ def _evaluate(
     extras: dict[str, Any] = {"queries_without_relevant": int((~valid).sum())}
     if search.categories is not None:
         extras["per_category"] = _per_category(per_query, valid, search.categories, ks)
-    return _summary(per_query, valid, ks), extras
+    return _summary(per_query, valid, ks), extras, lists
 
 
 def _relevant_or_raise(
@@ -195,8 +201,8 @@ def retrieval_metrics(
     r_per_query = _relevant_or_raise(r_per_query, search, lab, lab)
     k = min(max(max(ks_), int(counts.max()) - 1), n - 1)
     nmi = nmi_later(emb, lab, int(seed), kmeans_niter)  # its seeding runs during the search
-    ranks, extras = _evaluate(emb, emb, lab, lab, k, ks_, search, r_per_query)
-    return {**ranks, "nmi": nmi(), **extras}
+    ranks, extras, lists = _evaluate(emb, emb, lab, lab, k, ks_, search, r_per_query)
+    return {**ranks, "nmi": nmi(lists), **extras}
 
 
 def query_gallery_metrics(
@@ -256,5 +262,5 @@ def query_gallery_metrics(
     r_per_query = _relevant_or_raise(r_per_query, search, ql, gl)
     k = min(max(max(ks_), int(counts.max())), n_g)
     nmi = nmi_later(torch.cat([q, g]), torch.cat([ql, gl]), int(seed), kmeans_niter)
-    ranks, extras = _evaluate(q, g, ql, gl, k, ks_, search, r_per_query)
+    ranks, extras, _ = _evaluate(q, g, ql, gl, k, ks_, search, r_per_query)
     return {**ranks, "nmi": nmi(), **extras}
