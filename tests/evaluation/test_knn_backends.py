@@ -873,19 +873,22 @@ def bench_metrics_rows(n: int) -> list[str]:
 
 def test_bench_metrics_runs_at_a_tiny_size() -> None:
     rows = bench_metrics_rows(600)
-    assert len(rows) == 4 and "= exact: True" in rows[1]
+    assert len(rows) == 5 and "= exact: True" in rows[1]
     # where the time goes, wall and CPU: N, path, clock, 10 figures (no tile stages: exact)
-    for row, clock in zip(rows[2:], ("wall", "CPU"), strict=True):
+    for row, clock in zip(rows[2:4], ("wall", "CPU"), strict=True):
         stages = [cell.strip() for cell in row.strip("|").split("|")]
         assert stages[1:3] == ["exact", clock] and len(stages) == 13 and stages[7] == "-"
         assert stages[11].endswith(" it") and float(stages[3]) > 0
+    alone = [cell.strip() for cell in rows[4].strip("|").split("|")]  # Lloyd without lists
+    assert len(alone) == 13 and "without the search's lists" in alone[2]
+    assert alone[11].endswith(" it") and float(alone[11].split(",")[0]) > 0
 
 
 def test_bench_metrics_prints_the_heap_merge_beside_the_scan_on_cpu() -> None:
     """fp32 tiles beside the scan; where bf16 products run (a CPU with fast bf16 and a GEMM
     order gemm_dots reproduces), they beside the fp32 tiles."""
     rows = bench_metrics_rows(4200)  # past 4096 items: the tiled path
-    assert len(rows) == 5
+    assert len(rows) == 6 and "without the search's lists" in rows[5]
     bf16 = "bf16 products" in rows[1]
     path = "tiled (heaps, bf16 products)" if bf16 else "tiled (heaps)"
     assert f"{path} | kNN" in rows[1]
@@ -894,7 +897,7 @@ def test_bench_metrics_prints_the_heap_merge_beside_the_scan_on_cpu() -> None:
         assert "tiled (heaps) | kNN" in rows[2] and "bf16 / fp32 products" in rows[2]
     else:
         assert "tiled (scan) | kNN" in rows[2] and "heaps / scan" in rows[2]
-    for row in rows[3:]:  # the stages: tile products measured, no threshold stage on CPU
+    for row in rows[3:5]:  # the stages: tile products measured, no threshold stage on CPU
         stages = [cell.strip() for cell in row.strip("|").split("|")]
         assert stages[1] == path and stages[7] != "-" and stages[8] == "-"
 
