@@ -123,9 +123,10 @@ def _assign(
 ROW_ALIGNMENT = 16
 """fp32 values (64 bytes) every row of Lloyd's points starts on a multiple of. MKL gives a
 row the same bits in any block of 16 rows or more only where the rows share their address
-modulo 64 bytes: at d = 5, 13, 50 or 511, rows gathered into a new tensor got other bits
-than the same rows in place, one time in a few; no d that is a multiple of 4 did (checked
-from 1 to 513 dimensions, natively and capped to AVX2)."""
+modulo 64 bytes: for 382 of the 385 d from 1 to 513 that are not multiples of 4, a row
+gathered into a new tensor got other bits than in place in some of 18 tries; for no
+multiple of 4 (natively and capped to AVX2; docs/performance.md, ninth session, gives the
+command)."""
 
 
 def _aligned_rows(x: torch.Tensor) -> torch.Tensor:
