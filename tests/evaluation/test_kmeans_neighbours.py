@@ -120,11 +120,13 @@ def test_proved_bounds_hold_in_real_arithmetic(n: int, dim: int, k: int, seed: i
     centroids = sums / counts.clamp(min=1)[:, None].float()
     bounded = KM._Bounded(x, None)
     lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, min(k, n - 1)))
-    makeup = KN.Makeup.means(labels, counts, centroids, lists.x_max, 1)
+    makeup = KN.Makeup.means(labels, counts, lists.x_max, 1)
     h = KM._neg_half(centroids)
-    err = bounded._error(centroids, h)
+    c_norm = bounded._up(KM._norms(centroids))
+    err = bounded._error(c_norm, h)
     proved, label, lo, up = lists.prove(
-        torch.arange(n), centroids, h, err, makeup, [0, n], lambda fn, c: [fn(i) for i in range(c)]
+        torch.arange(n), centroids, h, c_norm, err, makeup, [0, n],
+        lambda fn, c: [fn(i) for i in range(c)],
     )
     t = x.double() @ centroids.double().T + h.double()
     mine = t.gather(1, label[:, None])[:, 0]

@@ -312,11 +312,13 @@ class _Bounded:
         if centroids.shape[0] == 1:  # argmax over one column
             return self.labels.clone(), 0
         neg_half = _neg_half(centroids)
-        err = self._error(centroids, neg_half)
+        c_norm = self._up(_norms(centroids))
+        err = self._error(c_norm, neg_half)
         if self.centroids is None:
-            rows = self._by_neighbours(torch.arange(self.x.shape[0]), centroids, neg_half, err, makeup)
+            all_rows = torch.arange(self.x.shape[0])
+            rows = self._by_neighbours(all_rows, centroids, neg_half, c_norm, err, makeup)
         else:
-            rows = self._unproved(centroids, neg_half, err, makeup)
+            rows = self._unproved(centroids, neg_half, c_norm, err, makeup)
         if self.bf16 is not None and rows.shape[0] >= BF16_ROWS_FRACTION * self.x.shape[0]:
             blocks = _assign_bounds(rows.shape[0], _workers(self.pool))
             proved, labels, lo, up = self.bf16.prove(
@@ -346,6 +348,7 @@ class _Bounded:
         rows: torch.Tensor,
         centroids: torch.Tensor,
         neg_half: torch.Tensor,
+        c_norm: torch.Tensor,
         err: torch.Tensor,
         makeup: Makeup | None,
     ) -> torch.Tensor:
@@ -355,7 +358,7 @@ class _Bounded:
             return rows
         blocks = _assign_bounds(rows.shape[0], _workers(self.pool))
         proved, labels, lo, up = self.lists.prove(
-            rows, centroids, neg_half, err, makeup, blocks,
+            rows, centroids, neg_half, c_norm, err, makeup, blocks,
             lambda fn, count: _run_blocks(fn, count, self.pool),
         )
         done = rows[proved]
@@ -366,10 +369,12 @@ class _Bounded:
         self,
         centroids: torch.Tensor,
         neg_half: torch.Tensor,
+        c_norm: torch.Tensor,
         err: torch.Tensor,
         makeup: Makeup | None = None,
     ) -> torch.Tensor:
-        """Moves the bounds to ``centroids``; returns the rows they leave unproved.
+        """Moves the bounds to ``centroids`` (``c_norm``: upper bounds on their norms);
+        returns the rows they leave unproved.
 
         ``t_j`` moves by ``x.(c'_j - c_j) + (h'_j - h_j)``: at most ``|x| delta_j + eta_j``,
         exactly 0 where ``c_j`` did not move. A row is proved where ``lo > up + 2 E``, or
@@ -382,7 +387,7 @@ class _Bounded:
         other = self.norms * _largest_other(delta, lab) + _largest_other(eta, lab)
         up_before, self.up = self.up, self._up(self.up + self._up(other))
         rows = torch.nonzero(~(self.lo > self._up(self.up + 2 * err))).squeeze(1)
-        rows = self._by_neighbours(rows, centroids, neg_half, err, makeup)
+        rows = self._by_neighbours(rows, centroids, neg_half, c_norm, err, makeup)
         if rows.shape[0] == 0:
             return rows
         moved = torch.nonzero(~((delta == 0) & (eta == 0))).squeeze(1)
@@ -407,10 +412,11 @@ class _Bounded:
         self.lo[rows], self.up[rows] = lo, up
         return rows[~(lo > self._up(up + 2 * e))]
 
-    def _error(self, centroids: torch.Tensor, neg_half: torch.Tensor) -> torch.Tensor:
-        """Per row, a bound on the error of any of its fp32 scores against ``centroids``."""
+    def _error(self, c_norm: torch.Tensor, neg_half: torch.Tensor) -> torch.Tensor:
+        """Per row, a bound on the error of any of its fp32 scores against the centroids of
+        norms at most ``c_norm`` (float64)."""
         h_max = float(neg_half.double().abs().max())
-        c_max = float(self._up(_norms(centroids)).max())
+        c_max = float(c_norm.max())
         return self._up(self.gamma * (h_max + self.norms * c_max) + self.underflow)
 
     def _up(self, v: torch.Tensor) -> torch.Tensor:
@@ -555,7 +561,7 @@ def _lloyd(
             split = reassign_centroids(counts.cpu().numpy(), centroids, rs)
             if bounds is not None and bounds.lists is not None and cpu_sums is not None:
                 parts = len(cpu_sums.bounds) - 1
-                makeup = Makeup.means(labels, counts, centroids, bounds.lists.x_max, parts)
+                makeup = Makeup.means(labels, counts, bounds.lists.x_max, parts)
                 if empty:
                     makeup = makeup.unknown((centroids != before).any(dim=1).numpy())
             previous = labels

@@ -7,9 +7,9 @@ make-up is known, in O(k) per point:
 
 - Every centroid of Lloyd's loop is a mean of known points, up to rounding: a k-means++
   seed copies one point (:func:`daalml.evaluation.clustering` finds which), and after an
-  iteration ``c_j`` is the fp32 mean of the ``n_j`` points labelled j, within ``dev_j =
-  gamma_{n_j + P} max|x| + u |c_j| / (1 - u)`` of their real mean (any order of the fp32
-  sums in ``P`` parts, then the division).
+  iteration ``c_j`` is the fp32 mean of the ``n_j`` points labelled j, within ``dev_j +
+  u |c_j| / (1 - u)`` of their real mean, ``dev_j = gamma_{n_j + P} max|x|`` (any order
+  of the fp32 sums in ``P`` parts, then the division).
 - So ``x.c_j <= (1 / n_j) sum_{m in C_j} x.x_m + |x| dev_j``, and each ``x.x_m`` (real) is at
   most its listed fp32 score + ``eps`` if m is listed, ``|x|^2`` if m is x itself, and the
   k-th listed score ``s_k`` + ``eps`` otherwise: the search is exact, so no point left out
@@ -95,7 +95,8 @@ def collect(
 class Makeup:
     """What each centroid averages: ``members`` (n, int64) the cluster each point counts in
     (-1: none), ``counts`` (float64) the points a cluster averages and ``dev`` (float64) a
-    bound on the distance of its fp32 centroid from their real mean; ``dev`` is inf where
+    bound on the distance of the sum's mean from their real mean (the division's rounding,
+    ``u |c_j| / (1 - u)``, is added by :meth:`NeighbourLabels.prove`); ``dev`` is inf where
     the make-up is unknown (Cauchy-Schwarz bounds those)."""
 
     members: np.ndarray
@@ -112,17 +113,12 @@ class Makeup:
         return cls(members, found.astype(np.float64), dev)
 
     @classmethod
-    def means(
-        cls, labels: torch.Tensor, counts: torch.Tensor, centroids: torch.Tensor,
-        x_max: float, parts: int,
-    ) -> Makeup:
+    def means(cls, labels: torch.Tensor, counts: torch.Tensor, x_max: float, parts: int) -> Makeup:
         """Centroid j the fp32 mean (``parts`` partial sums added, then one division) of the
         ``counts[j]`` points labelled j, each of norm at most ``x_max``."""
         n_j = counts.double().numpy()
         fits = (n_j > 0) & ((n_j + parts) * U_FP32 < 0.5)
-        g = gamma(np.where(fits, n_j + parts, 0.0))
-        dev = g * x_max + _norms_up(centroids) * (U_FP32 / (1 - U_FP32))
-        dev = np.where(fits, dev, np.inf)
+        dev = np.where(fits, gamma(np.where(fits, n_j + parts, 0.0)) * x_max, np.inf)
         return cls(labels.numpy().astype(np.int64), n_j, dev)
 
     def unknown(self, changed: np.ndarray) -> Makeup:
@@ -147,19 +143,22 @@ class NeighbourLabels:
         rows: torch.Tensor,
         centroids: torch.Tensor,
         neg_half: torch.Tensor,
+        c_norm: torch.Tensor,
         err: torch.Tensor,
         makeup: Makeup,
         blocks: list[int],
         run_blocks: Callable[[Callable[[int], None], int], object],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """For the points ``rows``: which are proved, their labels, ``lo`` and ``up``
-        (float64; meaningful where proved). ``err``: every row's fp32 GEMM rounding bound;
-        ``blocks``: bounds of the row blocks, which ``run_blocks(fn, count)`` runs."""
+        (float64; meaningful where proved). ``c_norm``: upper bounds (float64) on the
+        centroids' norms; ``err``: every row's fp32 GEMM rounding bound; ``blocks``: bounds
+        of the row blocks, which ``run_blocks(fn, count)`` runs."""
         d = self.x.shape[1]
         h = neg_half.double().numpy()
-        c_norm = _norms_up(centroids)
+        c_norm = c_norm.numpy()
         known = np.isfinite(makeup.dev)
-        key = h + self.x_max * np.where(known, makeup.dev, 0.0)
+        dev = makeup.dev + c_norm * (U_FP32 / (1 - U_FP32))  # and the division's rounding
+        key = h + self.x_max * np.where(known, dev, 0.0)
         order = np.flatnonzero(known)
         order = order[np.argsort(-key[order], kind="stable")]
         unknown = np.flatnonzero(~known)
@@ -172,7 +171,7 @@ class NeighbourLabels:
         c = centroids.numpy()
         e = err.numpy()
         args = (
-            self.x, c, h, c_norm, makeup.members, makeup.counts, makeup.dev, ~known, unknown,
+            self.x, c, h, c_norm, makeup.members, makeup.counts, dev, ~known, unknown,
             order, key[order], self.lists.scores, self.lists.indices, self.norms, self.x_max,
             gamma(d), gamma(d, U_FP64), (d + 1) * 2.0**-148, scale_c, e,
         )
@@ -184,14 +183,6 @@ class NeighbourLabels:
         run_blocks(block, len(blocks) - 1)
         return (torch.from_numpy(proved), torch.from_numpy(labels), torch.from_numpy(lo),
                 torch.from_numpy(up))
-
-
-def _norms_up(v: torch.Tensor) -> np.ndarray:
-    """Upper bounds (float64) on the rows' norms: float64 sums of the exact squares, widened
-    past their rounding."""
-    rows = v.detach().numpy().astype(np.float64)
-    sq = np.einsum("ij,ij->i", rows, rows)
-    return np.sqrt(sq * (1 + (v.shape[1] + 4) * 2.0**-52)) * (1 + 2.0**-51)
 
 
 def _prove(
