@@ -80,9 +80,17 @@ def cpu_description() -> str:
     return f"{model}; has {', '.join(found) or 'none'}; lacks {', '.join(missing) or 'none'}"
 
 
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
-"""Environment variables that make torch, MKL, oneDNN and faiss's OpenBLAS use older kernels:
-set, they let this CPU stand in for an older one (an AVX2-only CPU, say)."""
+ISA_CAPS = (
+    "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "ONEDNN_MAX_CPU_ISA",
+    "OPENBLAS_CORETYPE",
+    "NUMBA_CPU_NAME",
+)
+"""Environment variables that make torch, MKL, oneDNN, faiss's OpenBLAS and numba (our merge
+and proof kernels) use older kernels: set, they let this CPU stand in for an older one (an
+AVX2-only CPU, say: ``NUMBA_CPU_NAME=haswell``). The faiss-cpu 1.15.1 wheel picks its SIMD level
+at run time with no such variable; docs/performance.md measures what that leaves PML."""
 
 
 def kernel_description() -> str:

@@ -76,8 +76,9 @@ def test_metrics_benchmark_names_the_kernels_and_the_caps_that_emulate_an_older_
     assert "capped" not in bench_metrics.kernel_description()
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
     assert bench_metrics.kernel_description().endswith(
-        "; capped by MKL_ENABLE_INSTRUCTIONS=AVX2, OPENBLAS_CORETYPE=Haswell"
+        "; capped by MKL_ENABLE_INSTRUCTIONS=AVX2, OPENBLAS_CORETYPE=Haswell, NUMBA_CPU_NAME=haswell"
     )
 
 

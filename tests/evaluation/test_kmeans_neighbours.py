@@ -135,6 +135,33 @@ def test_proved_bounds_hold_in_real_arithmetic(n: int, dim: int, k: int, seed: i
     assert torch.equal(label[proved], KM.assign(x, centroids)[proved])
 
 
+@pytest.mark.parametrize(("gap_exponent", "provable"), [(21, False), (20, False), (18, True)])
+def test_a_gap_under_the_gemm_error_is_left_to_the_gemm(gap_exponent: int, provable: bool) -> None:
+    # x = (1, 1) scores t = 0.5 against the seed (1, 0) and 0.5 - gap against (-gap, 1).
+    # 2 E, the fp32 GEMM's error bound, is about 6.8e-7 here and the bounds' own slack
+    # (eps and the division's rounding) about 3.2e-7: a gap of 2^-21 (4.8e-7) fails the
+    # early 2 E test of the upper bounds (a shortcut), one of 2^-20 (9.5e-7) passes it but
+    # leaves lo within 2 E of up, so the final test's 2 E alone keeps it unproved (checked:
+    # dropped, this case fails); 2^-18 is proved. Every proved row keeps lo > up + 2 E,
+    # which the loop relies on.
+    gap = 2.0**-gap_exponent
+    x = torch.tensor([[1.0, 1.0], [1.0, 0.0], [-gap, 1.0], [-1.0, -1.0], [-1.0, 0.5]])
+    seeds = x[1:3].clone()
+    bounded = KM._Bounded(x, None)
+    lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, 2))
+    makeup = KN.Makeup.seeds(rows_of(x, seeds), x.shape[0])
+    h = KM._neg_half(seeds)
+    c_norm = bounded._up(KM._norms(seeds))
+    err = bounded._error(c_norm, h)
+    assert (gap > 2 * float(err[0])) == (gap_exponent <= 20)
+    proved, label, lo, up = lists.prove(
+        torch.arange(5), seeds, h, c_norm, err, makeup, [0, 5],
+        lambda fn, c: [fn(i) for i in range(c)],
+    )
+    assert bool(proved[0]) == provable and (not provable or int(label[0]) == 0)
+    assert (lo[proved] > up[proved] + 2 * err[proved]).all()
+
+
 def test_seed_rows_finds_the_copied_points() -> None:
     x = torch.randn(50, 6, generator=torch.Generator().manual_seed(3))
     picked = np.array([3, 7, 11, 20, 41])
