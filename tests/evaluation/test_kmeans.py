@@ -31,15 +31,22 @@ def both(x: torch.Tensor, seeds: torch.Tensor, niter: int = 20) -> list[int]:
     return rows
 
 
-def clustered(n: int, dim: int, per_class: int, seed: int) -> np.ndarray:
+def clustered_with_classes(
+    n: int, dim: int, per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The benchmarks' data (``benchmarks/bench_data.py``: unit vectors around random class
-    centres)."""
+    centres) and their classes."""
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_data.py"
     spec = importlib.util.spec_from_file_location("bench_data", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.clustered(n, dim, per_class, seed)[0]
+    return module.clustered(n, dim, per_class, seed)
+
+
+def clustered(n: int, dim: int, per_class: int, seed: int) -> np.ndarray:
+    """The benchmarks' data alone (see :func:`clustered_with_classes`)."""
+    return clustered_with_classes(n, dim, per_class, seed)[0]
 
 
 @pytest.mark.parametrize(("n", "dim", "seed"), [(3000, 64, 0), (2000, 512, 1), (1500, 32, 2)])

@@ -15,7 +15,7 @@ import daalml.evaluation.kmeans as KM
 import daalml.evaluation.kmeans_neighbours as KN
 from daalml.metrics import knn, query_gallery_metrics, retrieval_metrics
 
-from .test_kmeans import clustered, split_case
+from .test_kmeans import clustered, clustered_with_classes, split_case
 
 pytestmark = pytest.mark.skipif(not KN.heap_kernels.AVAILABLE, reason="numba is not installed")
 
@@ -93,6 +93,19 @@ def test_lloyd_with_lists_equals_plain(
     agree(x, seeds, lists_of(x, min(k, n - 1)))
 
 
+def test_equal_seeds_copying_one_point() -> None:
+    # both seeds equal rows 6, 7 and 12 (x = -1), and clustering._seed_rows maps both to
+    # row 6: that point counts in the first seed's cluster only, the second is of unknown
+    # make-up (counted in both, the first's bound lost its point: labels flipped)
+    x = torch.tensor([-2, 2, 2, 1, 1, 1, -1, -1, 2, 0, 1, 2, -1, 1, 1, -2.0])[:, None]
+    seeds = torch.tensor([[-1.0], [-1.0]])
+    assert rows_of(x, seeds).tolist() == [6, 6]
+    makeup = KN.Makeup.seeds(rows_of(x, seeds), 16)
+    assert np.flatnonzero(makeup.members >= 0).tolist() == [6] and makeup.members[6] == 0
+    assert makeup.counts.tolist() == [1.0, 0.0] and np.isinf(makeup.dev[1])
+    agree(x, seeds, lists_of(x, 5))
+
+
 def test_lists_through_empty_cluster_splits(monkeypatch: pytest.MonkeyPatch) -> None:
     x, seeds, splits = split_case(monkeypatch)  # split centroids: of unknown make-up
     rows = agree(x, seeds, lists_of(x, 20))
@@ -104,12 +117,15 @@ def test_lists_through_empty_cluster_splits(monkeypatch: pytest.MonkeyPatch) -> 
     n=st.integers(20, 200),
     dim=st.integers(2, 16),
     k=st.integers(1, 12),
+    unknown=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_proved_bounds_hold_in_real_arithmetic(n: int, dim: int, k: int, seed: int) -> None:
+def test_proved_bounds_hold_in_real_arithmetic(
+    n: int, dim: int, k: int, unknown: bool, seed: int
+) -> None:
     # lo <= t_a and up >= t_j (j != a), t = h + x.c in float64 on the fp32 values: what
-    # the loop keeps; a bound term left out (a cluster's unlisted points, its rounding)
-    # breaks it on some draw.
+    # the loop keeps; a bound term left out (a cluster's unlisted points, its rounding, an
+    # unknown cluster's GEMM error) breaks it on some draw.
     gen = torch.Generator().manual_seed(seed)
     centres = 3 * torch.randn(5, dim, generator=gen)
     x = (centres[torch.randint(0, 5, (n,), generator=gen)] + torch.randn(n, dim, generator=gen))
@@ -121,6 +137,8 @@ def test_proved_bounds_hold_in_real_arithmetic(n: int, dim: int, k: int, seed: i
     bounded = KM._Bounded(x, None)
     lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, min(k, n - 1)))
     makeup = KN.Makeup.means(labels, counts, lists.x_max, 1)
+    if unknown:  # one of five: scored by the GEMM
+        makeup = makeup.unknown(np.arange(5) == 0)
     h = KM._neg_half(centroids)
     c_norm = bounded._up(KM._norms(centroids))
     err = bounded._error(c_norm, h)
@@ -128,10 +146,10 @@ def test_proved_bounds_hold_in_real_arithmetic(n: int, dim: int, k: int, seed: i
         torch.arange(n), centroids, h, c_norm, err, makeup, [0, n],
         lambda fn, c: [fn(i) for i in range(c)],
     )
-    t = x.double() @ centroids.double().T + h.double()
-    mine = t.gather(1, label[:, None])[:, 0]
-    others = t.scatter(1, label[:, None], -torch.inf).amax(dim=1)
-    assert (lo[proved] <= mine[proved]).all() and (up[proved] >= others[proved]).all()
+    t = (x.double() @ centroids.double().T + h.double())[proved]  # labels of the rest: unset
+    a = label[proved][:, None]
+    mine, others = t.gather(1, a)[:, 0], t.scatter(1, a, -torch.inf).amax(dim=1)
+    assert (lo[proved] <= mine).all() and (up[proved] >= others).all()
     assert torch.equal(label[proved], KM.assign(x, centroids)[proved])
 
 
@@ -160,6 +178,38 @@ def test_a_gap_under_the_gemm_error_is_left_to_the_gemm(gap_exponent: int, prova
     )
     assert bool(proved[0]) == provable and (not provable or int(label[0]) == 0)
     assert (lo[proved] > up[proved] + 2 * err[proved]).all()
+
+
+def test_centroids_of_unknown_make_up_are_scored_not_cauchy_schwarz(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # faiss split two of 40 clusters (so their make-up is unknown): scored by a GEMM, they
+    # no longer cap every point's bound. Cauchy-Schwarz (|x| |c_j|, forced here by scoring
+    # none) proves no point: with unit rows, h_j + |c_j| exceeds every own score.
+    data, classes = clustered_with_classes(2000, 64, 50, 3)
+    x = F.normalize(torch.from_numpy(data), dim=1).contiguous()
+    labels = torch.from_numpy(classes).long()  # centroids as Lloyd's would be near the end
+    counts = torch.bincount(labels, minlength=40)
+    centroids = torch.zeros(40, 64).index_add_(0, labels, x) / counts.clamp(min=1)[:, None].float()
+    bounded = KM._Bounded(x, None)
+    lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, 49))
+    makeup = KN.Makeup.means(labels, counts, lists.x_max, 1).unknown(np.isin(np.arange(40), [3, 17]))
+    h = KM._neg_half(centroids)
+    c_norm = bounded._up(KM._norms(centroids))
+    err = bounded._error(c_norm, h)
+
+    def prove() -> tuple[torch.Tensor, torch.Tensor]:
+        proved, label, _, _ = lists.prove(
+            torch.arange(2000), centroids, h, c_norm, err, makeup, [0, 1000, 2000],
+            lambda fn, c: [fn(i) for i in range(c)],
+        )
+        return proved, label
+
+    proved, label = prove()
+    assert proved.float().mean() > 0.9
+    assert torch.equal(label[proved], KM.assign(x, centroids)[proved])
+    monkeypatch.setattr(KN, "UNKNOWN_SCORED_FRACTION", 0.0)
+    assert not prove()[0].any()
 
 
 def test_seed_rows_finds_the_copied_points() -> None:

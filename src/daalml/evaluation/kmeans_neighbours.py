@@ -15,8 +15,13 @@ make-up is known, in O(k) per point:
   k-th listed score ``s_k`` + ``eps`` otherwise: the search is exact, so no point left out
   scores above ``s_k``. ``eps = gamma_d |x| max|x| + (d + 1) 2^-148`` bounds any fp32
   evaluation of a dot product.
-- A centroid of unknown make-up (one that faiss split for an empty cluster, a seed that
-  copies no point) gets Cauchy-Schwarz, ``x.c_j <= |x| |c_j|``, which also caps the others.
+- A centroid of unknown make-up (one that faiss split for an empty cluster, and its donor;
+  a seed that copies no point) is scored by an fp32 GEMM for the points being proved,
+  ``t_j <= s_j + E`` (any order of the sum errs by at most ``E``, as in
+  :mod:`daalml.evaluation.kmeans`), while they are at most UNKNOWN_SCORED_FRACTION of the
+  clusters; beyond, Cauchy-Schwarz, ``x.c_j <= |x| |c_j|``, bounds them (which, with
+  centroids of norm near 1, proves no point). At N = 60,000 faiss splits clusters in the
+  third iteration, and Cauchy-Schwarz then left the next two assignments to the GEMM.
 
 With ``t_j = h_j + x.c_j`` (``h_j = -|c_j|^2 / 2``, as :mod:`daalml.evaluation.kmeans`),
 ``B_j`` these upper bounds and ``a`` the cluster of the largest, a point whose float64 lower
@@ -45,6 +50,11 @@ __all__ = ["LISTS_BYTES_MAX", "Makeup", "NeighbourLabels", "NeighbourLists", "co
 LISTS_BYTES_MAX = 512 * 2**20
 """Most bytes the kept lists may take (8 bytes an entry: an fp32 score, an int32 index);
 past it the search's lists are not kept and Lloyd runs without them."""
+
+UNKNOWN_SCORED_FRACTION = 0.25
+"""Centroids of unknown make-up are scored by an fp32 GEMM (rows x unknown x d) while they are
+at most this fraction of all; beyond, that product nears the full GEMM the proofs would
+spare, and Cauchy-Schwarz bounds them."""
 
 _COMPILING = threading.Lock()
 _compiled: dict[str, Callable] = {}
@@ -97,7 +107,7 @@ class Makeup:
     (-1: none), ``counts`` (float64) the points a cluster averages and ``dev`` (float64) a
     bound on the distance of the sum's mean from their real mean (the division's rounding,
     ``u |c_j| / (1 - u)``, is added by :meth:`NeighbourLabels.prove`); ``dev`` is inf where
-    the make-up is unknown (Cauchy-Schwarz bounds those)."""
+    the make-up is unknown (see :meth:`NeighbourLabels.prove` for how those are bounded)."""
 
     members: np.ndarray
     counts: np.ndarray
@@ -105,9 +115,13 @@ class Makeup:
 
     @classmethod
     def seeds(cls, seed_rows: np.ndarray, n: int) -> Makeup:
-        """Centroid j a copy of point ``seed_rows[j]`` (-1: of none found)."""
+        """Centroid j a copy of point ``seed_rows[j]`` (-1: of none found). A point counts
+        in one cluster only: of several centroids that copy it (equal seeds), the first
+        does, the others are of unknown make-up."""
         members = np.full(n, -1, dtype=np.int64)
-        found = seed_rows >= 0
+        first = np.zeros(seed_rows.shape[0], dtype=np.bool_)
+        first[np.unique(seed_rows, return_index=True)[1]] = True
+        found = (seed_rows >= 0) & first
         members[seed_rows[found]] = np.flatnonzero(found)
         dev = np.where(found, 0.0, np.inf)
         return cls(members, found.astype(np.float64), dev)
@@ -133,6 +147,7 @@ class NeighbourLabels:
         """``norms``: upper bounds (float64) on the rows' norms, as the loop keeps them."""
         if lists.scores.shape[0] != x.shape[0] or lists.scores.shape != lists.indices.shape:
             raise ValueError("neighbour lists: one row of k per point of x expected")
+        self.x_rows = x
         self.x = x.numpy()
         self.lists = lists
         self.norms = norms.numpy()
@@ -162,6 +177,9 @@ class NeighbourLabels:
         order = np.flatnonzero(known)
         order = order[np.argsort(-key[order], kind="stable")]
         unknown = np.flatnonzero(~known)
+        scored = 0 < unknown.shape[0] <= UNKNOWN_SCORED_FRACTION * known.shape[0]
+        unknown_t = torch.from_numpy(unknown)
+        c_unknown, h_unknown = centroids[unknown_t], neg_half[unknown_t]
         scale_c = float(np.abs(h).max()) + self.x_max * float(c_norm.max())
         n = rows.shape[0]
         rows_np = rows.numpy()
@@ -178,7 +196,10 @@ class NeighbourLabels:
 
         def block(b: int) -> None:
             s = slice(blocks[b], blocks[b + 1])
-            _kernel()(rows_np[s], *args, labels[s], lo[s], up[s], proved[s])
+            unknown_scores = np.empty((0, 0), dtype=np.float32)
+            if scored:  # s_j, any bits: bounds only
+                unknown_scores = torch.addmm(h_unknown, self.x_rows[rows[s]], c_unknown.T).numpy()
+            _kernel()(rows_np[s], *args, unknown_scores, labels[s], lo[s], up[s], proved[s])
 
         run_blocks(block, len(blocks) - 1)
         return (torch.from_numpy(proved), torch.from_numpy(labels), torch.from_numpy(lo),
@@ -207,13 +228,16 @@ def _prove(
     underflow: float,
     scale_c: float,
     err: np.ndarray,
+    unknown_scores: np.ndarray,
     labels: np.ndarray,
     lo_out: np.ndarray,
     up_out: np.ndarray,
     proved: np.ndarray,
 ) -> None:
     """The module docstring's proof for each point of ``rows`` (see :meth:`NeighbourLabels.
-    prove`); ``order``: the known clusters by ``key`` (``h_j + x_max dev_j``) descending."""
+    prove`); ``order``: the known clusters by ``key`` (``h_j + x_max dev_j``) descending;
+    ``unknown_scores``: fp32 scores of the rows against the ``unknown`` clusters (no
+    columns: bound those by Cauchy-Schwarz)."""
     n_clusters, d = c.shape
     k = scores.shape[1]
     known_sum = np.zeros(n_clusters)
@@ -259,9 +283,12 @@ def _prove(
             j = clusters[t]
             if j >= 0:
                 known_sum[j], known_n[j], own[j] = 0.0, 0.0, 0.0
+        scored = unknown_scores.shape[1] > 0
         for u in range(unknown.shape[0]):
             j = unknown[u]
             b = h[j] + nr * c_norm[j]
+            if scored:
+                b = min(b, np.float64(unknown_scores[q, u]) + err[r])
             if b > best:
                 best, at, second = b, j, best
             elif b > second:
