@@ -491,6 +491,8 @@ def test_heap_bytes_do_not_grow_with_the_workers() -> None:
     assert 16 * 100_000 * row > H.HEAP_BYTES_MAX  # a set per worker for all rows did not fit
     assert H.fits(100_000, k, 16) and H.fits(800_000, k, 16)
     assert not H.fits(900_000, k, 1)
+    assert H.fits(900_000, k, 1, symmetric=False)  # queries to a gallery: no shared set
+    assert H.usable(torch.device("cpu"), 900_000, k, 1, symmetric=False) == H.kernels.AVAILABLE
     assert not H.fits(800_000, k, 16, kept=120)
     assert H.heap_bytes(700, 9, 3, block=64) == (700 + sets * 3 * 64) * H.row_bytes(9)
     assert H.heap_bytes(70, 9, 3, block=64) == (70 + sets * 3 * 70) * H.row_bytes(9)  # short
@@ -733,6 +735,12 @@ def test_auto_runs_the_heap_merge_on_cpu(monkeypatch: pytest.MonkeyPatch) -> Non
     assert torch.equal(knn(g, g, 10, exclude_self=True)[1], knn(g, g, 10, backend="exact",
                                                               exclude_self=True)[1])
     assert calls == []  # heaps past their memory bound: the threshold scan ran
+    q = random_unit(5000, 16, seed=6)  # queries to a gallery: no shared set, within the bound
+    assert torch.equal(
+        knn(q, g, 10, exclude_self=False, backend="tiled")[1],  # fp32 tiles: k + 1 kept
+        knn(q, g, 10, exclude_self=False, backend="exact")[1],
+    )
+    assert calls == [1]
 
 
 def test_without_numba_the_threshold_scan_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -289,7 +289,7 @@ def _iter_knn(
     if chosen in ("tiled", "tiled-bf16"):
         products = "bf16" if chosen == "tiled-bf16" else "fp32"
         threads = torch.get_num_threads()
-        if knn_heaps.usable(query.device, n_q, k, threads, kept):
+        if knn_heaps.usable(query.device, n_q, k, threads, kept, symmetric=exclude_self):
             yield from knn_heaps.iter_blocks(
                 query, gallery, k, exclude_self=exclude_self, products=products, kept=kept
             )

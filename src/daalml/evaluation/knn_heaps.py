@@ -129,20 +129,32 @@ def heap_bytes(
     return rows * row_bytes(k, kept)
 
 
-def fits(n_queries: int, k: int, workers: int, kept: int | None = None) -> bool:
+def fits(
+    n_queries: int, k: int, workers: int, kept: int | None = None, *, symmetric: bool = True
+) -> bool:
     """Whether the buffers of a search of ``n_queries`` rows for ``k`` neighbours on
     ``workers`` threads, each row keeping ``kept`` (default k + 1), stay within
-    ``HEAP_BYTES_MAX`` (counting the shared set, which only a leave-one-out search
-    allocates)."""
-    return heap_bytes(n_queries, k, workers, kept=kept) <= HEAP_BYTES_MAX
+    ``HEAP_BYTES_MAX``; ``symmetric``: a leave-one-out search that may allocate the shared
+    set (a query-to-gallery search never does)."""
+    return heap_bytes(n_queries, k, workers, kept=kept, symmetric=symmetric) <= HEAP_BYTES_MAX
 
 
 def usable(
-    device: torch.device, n_queries: int, k: int, workers: int, kept: int | None = None
+    device: torch.device,
+    n_queries: int,
+    k: int,
+    workers: int,
+    kept: int | None = None,
+    *,
+    symmetric: bool = True,
 ) -> bool:
     """Whether this merge serves a tiled search: CPU tensors, the kernels compiled
-    (numba installed) and the buffers within ``HEAP_BYTES_MAX``."""
-    return device.type == "cpu" and kernels.AVAILABLE and fits(n_queries, k, workers, kept)
+    (numba installed) and the buffers within ``HEAP_BYTES_MAX`` (see :func:`fits`)."""
+    return (
+        device.type == "cpu"
+        and kernels.AVAILABLE
+        and fits(n_queries, k, workers, kept, symmetric=symmetric)
+    )
 
 
 class _Buffers:
