@@ -30,8 +30,8 @@ below), which MKL gives each row's bits of the full GEMM (see :func:`_assign_bou
 fast and most rows are unproved (the first iterations), bf16 scores prove most of them
 first, with bounds widened by the bf16 error (:mod:`daalml.evaluation.kmeans_bf16`); before
 either, given the exact leave-one-out neighbour lists of retrieval_metrics' search, those lists
-prove most labels with no GEMM at all (:mod:`daalml.evaluation.kmeans_neighbours`: every
-centroid is a mean of known points). The bounds' own arithmetic
+prove most labels with no full GEMM (:mod:`daalml.evaluation.kmeans_neighbours`: every
+centroid is a mean of known points, but for the few that faiss split, scored alone). The bounds' own arithmetic
 runs in float64, rounded outward, and a NaN leaves a point unproved. So the labels, and the
 iterations run, are those of the plain loop, which :func:`_lloyd` keeps (``bounded=False``);
 the centroid sums are a full pass's bits (on CPU only the clusters whose rows changed are

@@ -1,4 +1,4 @@
-"""Lloyd's labels proved from the retrieval search's exact neighbour lists, with no GEMM.
+"""Lloyd's labels proved from the retrieval search's exact neighbour lists, with no full GEMM.
 
 :func:`daalml.evaluation.retrieval.retrieval_metrics` searches each point's k nearest other
 points (leave-one-out, cosine: fp32 inner products of the very rows k-means clusters) before
