@@ -31,8 +31,8 @@ fast and most rows are unproved (the first iterations), bf16 scores prove most o
 first, with bounds widened by the bf16 error (:mod:`daalml.evaluation.kmeans_bf16`); before
 either, given the exact leave-one-out neighbour lists of retrieval_metrics' search, those lists
 prove most labels with no full GEMM (:mod:`daalml.evaluation.kmeans_neighbours`: every
-centroid is a mean of known points, but for the few that faiss split, scored alone). The bounds' own arithmetic
-runs in float64, rounded outward, and a NaN leaves a point unproved. So the labels, and the
+centroid is a mean of known points, but for the few that faiss split, scored alone). The
+bounds' own arithmetic runs in float64, rounded outward, and a NaN leaves a point unproved. So the labels, and the
 iterations run, are those of the plain loop, which :func:`_lloyd` keeps (``bounded=False``);
 the centroid sums are a full pass's bits (on CPU only the clusters whose rows changed are
 recomputed, from those rows in index order: :class:`_CpuSums`), so the centroids are
