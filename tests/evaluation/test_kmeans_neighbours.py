@@ -3,6 +3,8 @@ search's neighbour lists stay the plain loop's, bit for bit, and spare most of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,29 @@ def lists_of(x: torch.Tensor, k: int) -> KN.NeighbourLists:
     sim.fill_diagonal_(float("-inf"))
     top = torch.topk(sim, k, dim=1)
     return KN.NeighbourLists(top.values.numpy().copy(), top.indices.numpy().astype(np.int32))
+
+
+def prove_all(
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    k: int,
+    makeup_of: Callable[[float], KN.Makeup],
+    blocks: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``NeighbourLabels.prove`` on every row of ``x`` (in ``blocks`` row blocks) with exact
+    lists of ``k`` and the make-up ``makeup_of(max |x|)``: proved, labels, lo, up, and the
+    rows' fp32 GEMM error bounds, as Lloyd's loop computes them."""
+    bounded = KM._Bounded(x, None)
+    lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, k))
+    h = KM._neg_half(centroids)
+    c_norm = bounded._up(KM._norms(centroids))
+    err = bounded._error(c_norm, h)
+    n = x.shape[0]
+    proved, label, lo, up = lists.prove(
+        torch.arange(n), centroids, h, c_norm, err, makeup_of(lists.x_max),
+        [n * b // blocks for b in range(blocks + 1)], lambda fn, c: [fn(i) for i in range(c)],
+    )
+    return proved, label, lo, up, err
 
 
 def rows_of(x: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
@@ -134,18 +159,13 @@ def test_proved_bounds_hold_in_real_arithmetic(
     counts = torch.bincount(labels, minlength=5)
     sums = torch.zeros(5, dim).index_add_(0, labels, x)
     centroids = sums / counts.clamp(min=1)[:, None].float()
-    bounded = KM._Bounded(x, None)
-    lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, min(k, n - 1)))
-    makeup = KN.Makeup.means(labels, counts, lists.x_max, 1)
-    if unknown:  # one of five: scored by the GEMM
-        makeup = makeup.unknown(np.arange(5) == 0)
+
+    def makeup(x_max: float) -> KN.Makeup:
+        means = KN.Makeup.means(labels, counts, x_max, 1)
+        return means.unknown(np.arange(5) == 0) if unknown else means  # one of five: scored
+
+    proved, label, lo, up, _ = prove_all(x, centroids, min(k, n - 1), makeup)
     h = KM._neg_half(centroids)
-    c_norm = bounded._up(KM._norms(centroids))
-    err = bounded._error(c_norm, h)
-    proved, label, lo, up = lists.prove(
-        torch.arange(n), centroids, h, c_norm, err, makeup, [0, n],
-        lambda fn, c: [fn(i) for i in range(c)],
-    )
     t = (x.double() @ centroids.double().T + h.double())[proved]  # labels of the rest: unset
     a = label[proved][:, None]
     mine, others = t.gather(1, a)[:, 0], t.scatter(1, a, -torch.inf).amax(dim=1)
@@ -165,17 +185,22 @@ def test_a_gap_under_the_gemm_error_is_left_to_the_gemm(gap_exponent: int, prova
     gap = 2.0**-gap_exponent
     x = torch.tensor([[1.0, 1.0], [1.0, 0.0], [-gap, 1.0], [-1.0, -1.0], [-1.0, 0.5]])
     seeds = x[1:3].clone()
-    bounded = KM._Bounded(x, None)
-    lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, 2))
     makeup = KN.Makeup.seeds(rows_of(x, seeds), x.shape[0])
-    h = KM._neg_half(seeds)
-    c_norm = bounded._up(KM._norms(seeds))
-    err = bounded._error(c_norm, h)
+    proved, label, lo, up, err = prove_all(x, seeds, 2, lambda _: makeup)
     assert (gap > 2 * float(err[0])) == (gap_exponent <= 20)
-    proved, label, lo, up = lists.prove(
-        torch.arange(5), seeds, h, c_norm, err, makeup, [0, 5],
-        lambda fn, c: [fn(i) for i in range(c)],
-    )
+    assert bool(proved[0]) == provable and (not provable or int(label[0]) == 0)
+    assert (lo[proved] > up[proved] + 2 * err[proved]).all()
+
+
+@pytest.mark.parametrize(("gap", "provable"), [(2.0**-20 + 2.0**-21, False), (2.0**-19, True)])
+def test_an_unknown_centroid_s_score_is_widened_by_the_gemm_error(gap: float, provable: bool) -> None:
+    # As above with (-gap, 1) of unknown make-up (one of four centroids: scored by the
+    # GEMM): its bound is s + E, E about 5.4e-7 here, so a gap of 1.4e-6 leaves lo within
+    # 2 E of up (proved if the E is dropped: checked) and one of 1.9e-6 is proved.
+    x = torch.tensor([[1.0, 1.0], [1.0, 0.0], [-gap, 1.0], [-1.0, -1.0], [-1.0, 0.5]])
+    seeds = x[1:].clone()
+    makeup = KN.Makeup.seeds(rows_of(x, seeds), x.shape[0]).unknown(np.arange(4) == 1)
+    proved, label, lo, up, err = prove_all(x, seeds, 2, lambda _: makeup)
     assert bool(proved[0]) == provable and (not provable or int(label[0]) == 0)
     assert (lo[proved] > up[proved] + 2 * err[proved]).all()
 
@@ -191,19 +216,13 @@ def test_centroids_of_unknown_make_up_are_scored_not_cauchy_schwarz(
     labels = torch.from_numpy(classes).long()  # centroids as Lloyd's would be near the end
     counts = torch.bincount(labels, minlength=40)
     centroids = torch.zeros(40, 64).index_add_(0, labels, x) / counts.clamp(min=1)[:, None].float()
-    bounded = KM._Bounded(x, None)
-    lists = KN.NeighbourLabels(x, bounded.norms, lists_of(x, 49))
-    makeup = KN.Makeup.means(labels, counts, lists.x_max, 1).unknown(np.isin(np.arange(40), [3, 17]))
-    h = KM._neg_half(centroids)
-    c_norm = bounded._up(KM._norms(centroids))
-    err = bounded._error(c_norm, h)
+    split = np.isin(np.arange(40), [3, 17])
 
     def prove() -> tuple[torch.Tensor, torch.Tensor]:
-        proved, label, _, _ = lists.prove(
-            torch.arange(2000), centroids, h, c_norm, err, makeup, [0, 1000, 2000],
-            lambda fn, c: [fn(i) for i in range(c)],
-        )
-        return proved, label
+        return prove_all(
+            x, centroids, 49, lambda x_max: KN.Makeup.means(labels, counts, x_max, 1).unknown(split),
+            blocks=2,
+        )[:2]
 
     proved, label = prove()
     assert proved.float().mean() > 0.9

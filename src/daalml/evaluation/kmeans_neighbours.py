@@ -178,8 +178,8 @@ class NeighbourLabels:
         order = order[np.argsort(-key[order], kind="stable")]
         unknown = np.flatnonzero(~known)
         scored = 0 < unknown.shape[0] <= UNKNOWN_SCORED_FRACTION * known.shape[0]
-        unknown_t = torch.from_numpy(unknown)
-        c_unknown, h_unknown = centroids[unknown_t], neg_half[unknown_t]
+        if scored:
+            c_unknown, h_unknown = centroids[unknown], neg_half[unknown]
         scale_c = float(np.abs(h).max()) + self.x_max * float(c_norm.max())
         n = rows.shape[0]
         rows_np = rows.numpy()
@@ -246,6 +246,7 @@ def _prove(
     stamp = np.full(n_clusters, -1, dtype=np.int64)
     clusters = np.empty(k + 1, dtype=np.int64)
     rounding = (k + d + 16) * 2.0**-50  # float64 roundings of the bounds, relative
+    scored = unknown_scores.shape[1] > 0
     for q in range(rows.shape[0]):
         r = rows[q]
         proved[q] = False
@@ -283,7 +284,6 @@ def _prove(
             j = clusters[t]
             if j >= 0:
                 known_sum[j], known_n[j], own[j] = 0.0, 0.0, 0.0
-        scored = unknown_scores.shape[1] > 0
         for u in range(unknown.shape[0]):
             j = unknown[u]
             b = h[j] + nr * c_norm[j]
