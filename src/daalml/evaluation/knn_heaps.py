@@ -293,6 +293,7 @@ def _search(
 
     sweeps = [parts(i) for i in range(n_blocks)]
     progress = SweepProgress(workers)
+    products = [_TileOutputs(q_tiles.dtype) for _ in range(workers)]
 
     def run(w: int) -> None:
         for i, sweep in enumerate(sweeps):
@@ -301,7 +302,7 @@ def _search(
                     # a per-worker set is reused from sweep i - OWN_SETS: that block is read first
                     progress.wait_finished(i - OWN_SETS + 1 if direct is not shared else 0)
                     _sweep_part(q_tiles, g_tiles, q_bounds, g_bounds, i, part, direct, row0,
-                                shared, floor, exclude_self)
+                                shared, floor, exclude_self, products[w])
             progress.swept(w, i + 1)
 
     progress.start(run, "daalml-sweeps")  # daemon threads, not the pool's: see start()
@@ -333,11 +334,12 @@ def _sweep_part(
     shared: _Buffers | None,
     floor: np.ndarray,
     exclude_self: bool,
+    products: _TileOutputs,
 ) -> None:
     """One worker's tiles (i, j) of sweep i: the rows of block i offered to ``direct`` from
     its row ``row0`` on (the worker's own buffers, reset first, or block i's shared rows),
     those of block j > i (its columns, leave-one-out) to the shared buffers. bf16 operands
-    give bf16 tiles, offered as fp32."""
+    give bf16 tiles, offered as fp32; ``products``: the worker's tile results, reused."""
     i0, i1 = q_bounds[i], q_bounds[i + 1]
     if direct is not shared:
         # block i's shared rows started at the floors and have only risen since (see the
@@ -346,13 +348,32 @@ def _sweep_part(
     x_i = query[i0:i1]
     for j in todo:
         j0, j1 = g_bounds[j], g_bounds[j + 1]
-        sim = tiles.tile_product(x_i, gallery[j0:j1]).float().contiguous()
+        sim = tiles.tile_product(x_i, gallery[j0:j1], products.get(i1 - i0, j1 - j0))
+        sim = sim.float().contiguous()
         if exclude_self and j0 < i1 and i0 < j1:
             tiles.mask_self(sim, i0, j0)
         if shared is not None and j > i:
             direct.offer(sim, row0, j0, shared, j0, i0)
         else:
             direct.offer(sim, row0, j0)
+
+
+class _TileOutputs:
+    """One worker's tile results, one reused tensor per tile shape (a search has at most
+    four: full tiles and the last block's), so that no tile allocates its 1 MB result."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        """None yet, each made on first use."""
+        self.dtype = dtype
+        self.by_shape: dict[tuple[int, int], torch.Tensor] = {}
+
+    def get(self, rows: int, cols: int) -> torch.Tensor:
+        """The tensor for a ``rows`` x ``cols`` tile: overwritten by the next tile of that
+        shape, so each is offered before the worker multiplies the next."""
+        out = self.by_shape.get((rows, cols))
+        if out is None:
+            out = self.by_shape[(rows, cols)] = torch.empty(rows, cols, dtype=self.dtype)
+        return out
 
 
 def _finish(
