@@ -2,7 +2,8 @@
 
 Both evaluate the same random clustered, L2-normalised embeddings in one process
 (PML's L2 kNN on unit vectors ranks exactly like our cosine kNN). Per N, taking turns in
-each of ``--repeats`` rounds (medians reported, with the spread): our full evaluation
+each of ``--repeats`` rounds (medians reported, with the spread; each ratio to PML or
+to the floor also with the range of the rounds' own ratios): our full evaluation
 (retrieval_metrics), PML's (AccuracyCalculator, k="max_bin_count", precision_at_1,
 r_precision, mean_average_precision_at_r, NMI), the machine's GEMM floor (the one
 N x N x d fp32 product, 1024 rows at a time, results discarded) and our k-means alone
@@ -138,6 +139,17 @@ def med(ts: list[float]) -> str:
     """Median, and the range when there is more than one run."""
     m = statistics.median(ts)
     return f"{m:.2f}" if len(ts) == 1 else f"{m:.2f} ({min(ts):.2f}-{max(ts):.2f})"
+
+
+def ratio_cell(ours: list[float], theirs: list[float]) -> str:
+    """Median over median and, with several rounds, the range of the rounds' own ratios
+    (each round times both back to back, so a machine that drifts between rounds moves
+    both: the per-round ratios spread less than the times)."""
+    text = f"{statistics.median(ours) / statistics.median(theirs):.2f}"
+    if len(ours) > 1:
+        by_round = [a / b for a, b in zip(ours, theirs, strict=True)]
+        text += f" (rounds {min(by_round):.2f}-{max(by_round):.2f})"
+    return text
 
 
 def gemm_floor(x: torch.Tensor) -> None:
@@ -345,7 +357,7 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
     t_ours = statistics.median(times["ours"])
     floor_cols = "- | - |"
     if not args.skip_floor:
-        floor_cols = f"{med(times['floor'])} | {t_ours / statistics.median(times['floor']):.2f} |"
+        floor_cols = f"{med(times['floor'])} | {ratio_cell(times['ours'], times['floor'])} |"
     share = statistics.median(times["kmeans"]) / t_ours
     n_classes = len(np.unique(y))
     path = path_name(backend, device)
@@ -367,8 +379,7 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
             abs(ours["r_precision"] - pml["r_precision"]),
             abs(ours["map@r"] - pml["mean_average_precision_at_r"]),
         )
-        t_pml = statistics.median(times["pml"])
-        pml_cols = f"{med(times['pml'])} | {t_ours / t_pml:.2f} |"
+        pml_cols = f"{med(times['pml'])} | {ratio_cell(times['ours'], times['pml'])} |"
         check = f"max diff {diff:.1e}; NMI {ours['nmi']:.4f} vs {pml['NMI']:.4f}"
     rows = [
         f"{head} full | {med(times['ours'])} | {pml_cols} {floor_cols} {share:.0%} | {check} |"
@@ -395,7 +406,7 @@ def bench(n: int, args: argparse.Namespace, device: torch.device) -> tuple[list[
     t_ours, t_pml = statistics.median(times["ours"]), statistics.median(times["pml"])
     rows.append(
         f"{head} kNN k={k} | {med(times['ours'])} | {med(times['pml'])} |"
-        f" {t_ours / t_pml:.2f} | | | | {check} |"
+        f" {ratio_cell(times['ours'], times['pml'])} | | | | {check} |"
     )
     # the other merge or products, side by side: (timing, path, what the ratio compares)
     for name, other, ratio in (("fp32", "tiled (heaps)", "bf16 / fp32 products"),

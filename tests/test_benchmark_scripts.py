@@ -82,6 +82,16 @@ def test_metrics_benchmark_names_the_kernels_and_the_caps_that_emulate_an_older_
     )
 
 
+def test_metrics_benchmark_ratios_give_each_round_s_own_range(monkeypatch):
+    """Median over median, and the spread of the ratios of times taken in the same round
+    (not of the medians: a drifting machine moves both sides of a round)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_metrics
+
+    assert bench_metrics.ratio_cell([1.0], [4.0]) == "0.25"
+    assert bench_metrics.ratio_cell([1.0, 3.0, 2.0], [2.0, 4.0, 8.0]) == "0.50 (rounds 0.25-0.75)"
+
+
 def test_floor_sample_benchmark_prints_one_row_per_fraction():
     stdout = _run(
         "bench_floor_sample.py", "--sizes", "5000", "--dim", "16", "--repeats", "1",
