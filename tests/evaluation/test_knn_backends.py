@@ -500,7 +500,7 @@ def test_heap_bytes_do_not_grow_with_the_workers() -> None:
 
 def test_tile_products_go_into_reused_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
     """A search's tiles are multiplied into a few tensors reused tile after tile (a fresh
-    1 MB result per tile cost 2% of the CPU), with the bits of a plain product; a tile too
+    1 MB result per tile cost up to 5% of the CPU), with the bits of a plain product; a tile too
     small for the GEMM's kernels is padded and ignores the tensor."""
     gen = torch.Generator().manual_seed(3)
     a, b = torch.randn(40, 24, generator=gen), torch.randn(33, 24, generator=gen)

@@ -174,7 +174,8 @@ def tile_product(
 
     ``out`` (contiguous, ``a``'s dtype, shape ``(len(a), len(b))``), where given, receives
     the product of tiles that need no padding: the same GEMM call, without allocating a
-    fresh 1 MB result per tile (2% of the search's CPU at N = 20,000, performance.md)."""
+    fresh 1 MB result per tile (1-5% of the evaluation's CPU at N = 20,000,
+    performance.md, eleventh session)."""
     n_a, n_b = a.shape[0], b.shape[0]
     if n_a >= GEMM_MIN_ROWS and n_b >= GEMM_MIN_ROWS:
         return a @ b.T if out is None else torch.mm(a, b.T, out=out)
